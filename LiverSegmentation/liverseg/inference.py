@@ -1,0 +1,174 @@
+"""Slice-wise network inference on a canonical volume: a coarse pass to find the liver, then a fine pass there.
+
+The coarse pass runs the same network on a few evenly spaced full slices to find the liver's extent; the fine
+pass runs on every slice inside that extent, cropped in-plane to the liver plus a margin. On a typical abdominal
+CT this skips most slices and most of each slice, which is where the speed comes from.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .modelfile import LoadedModel
+from .preprocessing import context_indices, inplane_shape, normalize_hu, pad_to_multiple, resize_slices
+from .progress import Reporter
+
+log = logging.getLogger("liverseg")
+
+
+@dataclass
+class InferenceOptions:
+    batch_size: int = 8
+    coarse_step_mm: float = 12.0  # distance between coarse-pass slices
+    margin_z_mm: float = 20.0  # extent added above/below the coarse liver
+    margin_xy_mm: float = 40.0  # extent added around the coarse liver in-plane
+    roi: bool = True  # False: run every slice over the full field of view (slower, for checks)
+
+
+@dataclass
+class ProbabilityMaps:
+    """Liver and tumor probabilities on the canonical native grid (uint8, 0..255), plus what was computed."""
+
+    liver: np.ndarray
+    tumor: np.ndarray
+    slices_run: int
+    roi_slices: tuple[int, int]
+
+
+class SlicePredictor:
+    """Runs one loaded model over canonical volumes; create once, call for many volumes."""
+
+    def __init__(self, model: LoadedModel, device: torch.device, options: InferenceOptions | None = None):
+        self.model = model
+        self.spec = model.preprocessing
+        self.device = device
+        self.options = options or InferenceOptions()
+        self.network = model.network.to(device)
+        if device.type == "cpu":
+            self.network = self.network.to(memory_format=torch.channels_last)
+
+    # ---- low level -----------------------------------------------------------------------------------------
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """Network probabilities for a (N, C, H, W) batch; mixed precision on GPUs."""
+        with torch.inference_mode():
+            x = batch.to(self.device, non_blocking=True)
+            if self.device.type == "cuda":
+                with torch.autocast("cuda", dtype=torch.float16):
+                    return torch.sigmoid(self.network(x).float())
+            if self.device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            return torch.sigmoid(self.network(x).float())
+
+    def _forward_batched(self, x: torch.Tensor) -> torch.Tensor:
+        """Forward in batches; on GPU out-of-memory halve the batch, and at batch 1 fall back to the CPU."""
+        while True:
+            try:
+                outs = [self._forward(x[i:i + self.options.batch_size]).cpu() for i in range(0, len(x), self.options.batch_size)]
+                return torch.cat(outs)
+            except torch.OutOfMemoryError:
+                if self.device.type != "cuda":
+                    raise
+                torch.cuda.empty_cache()
+                if self.options.batch_size > 1:
+                    self.options.batch_size //= 2
+                    log.warning("GPU out of memory; retrying with batch size %d.", self.options.batch_size)
+                else:
+                    log.warning("GPU out of memory even at batch size 1; continuing on the CPU (slower).")
+                    self.device = torch.device("cpu")
+                    self.network = self.network.to(self.device)
+
+    def _run_slices(self, volume: torch.Tensor, z: np.ndarray, window_yx: tuple[slice, slice],
+                    report: Reporter) -> torch.Tensor:
+        """Probabilities (len(z), 2, h, w) for the given slices of a preprocessed (Z, H, W) volume."""
+        ctx = context_indices(z, volume.shape[0], self.spec.context_slices)
+        chunk = max(1, self.options.batch_size) * 4
+        outs = []
+        for start in range(0, len(z), chunk):
+            report(start / max(1, len(z)))
+            idx = torch.as_tensor(ctx[start:start + chunk])
+            x = volume[idx][:, :, window_yx[0], window_yx[1]]
+            x, (h, w) = pad_to_multiple(x, self.spec.size_multiple)
+            outs.append(self._forward_batched(x)[:, :, :h, :w])
+        report(1.0)
+        return torch.cat(outs)
+
+    # ---- public --------------------------------------------------------------------------------------------
+    def _infer(self, pre: torch.Tensor, dz: float, report: Reporter):
+        """Coarse pass (find the liver) then fine pass (every slice of the liver's extent, cropped in-plane)."""
+        n_z, h, w = pre.shape
+        full = (slice(0, h), slice(0, w))
+        z_lo, z_hi, window = 0, n_z, full
+        slices_run = 0
+        fine_report = report.stage(0.0, 1.0)
+        if self.options.roi and n_z > 1:
+            step = max(1, int(round(self.options.coarse_step_mm / dz)))
+            zc = np.arange(step // 2, n_z, step)
+            coarse = self._run_slices(pre, zc, full, report.stage(0.0, 0.25))
+            slices_run += len(zc)
+            found = coarse[:, 0] > self.model.thresholds["liver"]
+            hit = found.flatten(1).any(1).numpy()
+            if hit.any():
+                mz = int(math.ceil(self.options.margin_z_mm / dz))
+                z_lo = max(0, int(zc[hit].min()) - step - mz)
+                z_hi = min(n_z, int(zc[hit].max()) + step + mz + 1)
+                ys, xs = np.nonzero(found.any(0).numpy())
+                mxy = int(math.ceil(self.options.margin_xy_mm / self.spec.spacing_mm))
+                window = (slice(max(0, int(ys.min()) - mxy), min(h, int(ys.max()) + mxy + 1)),
+                          slice(max(0, int(xs.min()) - mxy), min(w, int(xs.max()) + mxy + 1)))
+            else:
+                log.warning("The coarse pass found no liver; searching every slice over the full field of view.")
+            fine_report = report.stage(0.25, 1.0)
+        z_fine = np.arange(z_lo, z_hi)
+        probs = self._run_slices(pre, z_fine, window, fine_report)
+        return probs, (z_lo, z_hi), window, slices_run + len(z_fine)
+
+    def _paste(self, probs: torch.Tensor, z_range, window, work_hw, native_shape, report: Reporter) -> tuple[np.ndarray, np.ndarray]:
+        """Put ROI probabilities back on the full (native) grid as uint8, resizing block by block to save memory."""
+        n_z, n_y, n_x = native_shape
+        liver = np.zeros(native_shape, dtype=np.uint8)
+        tumor = np.zeros(native_shape, dtype=np.uint8)
+        z_lo = z_range[0]
+        canvas = torch.zeros((min(32, max(1, len(probs))), 2, *work_hw))
+        for s in range(0, len(probs), 32):
+            report(s / max(1, len(probs)))
+            block = probs[s:s + 32]
+            c = canvas[:len(block)].zero_()
+            c[:, :, window[0], window[1]] = block
+            q = (resize_slices(c, (n_y, n_x)).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+            liver[z_lo + s:z_lo + s + len(block)] = q[:, 0]
+            tumor[z_lo + s:z_lo + s + len(block)] = q[:, 1]
+        report(1.0)
+        return liver, tumor
+
+    def predict_preprocessed(self, pre: torch.Tensor, dz: float, report: Reporter | None = None) -> ProbabilityMaps:
+        """Probabilities on the network grid for an already windowed and resampled (Z, H, W) volume (training uses this)."""
+        report = report or Reporter()
+        probs, z_range, window, run = self._infer(pre, dz, report.stage(0.0, 0.9))
+        liver, tumor = self._paste(probs, z_range, window, tuple(pre.shape[1:]), tuple(pre.shape), report.stage(0.9, 1.0))
+        return ProbabilityMaps(liver=liver, tumor=tumor, slices_run=run, roi_slices=z_range)
+
+    def preprocess(self, volume_hu: np.ndarray, spacing_yx: tuple[float, float]) -> torch.Tensor:
+        """Window and resample a canonical HU volume to the network's in-plane spacing, 32 slices at a time."""
+        n_z, n_y, n_x = volume_hu.shape
+        work_hw = inplane_shape((n_y, n_x), spacing_yx, self.spec.spacing_mm)
+        pre = torch.empty((n_z, *work_hw), dtype=torch.float32)
+        for s in range(0, n_z, 32):
+            block = normalize_hu(torch.from_numpy(np.ascontiguousarray(volume_hu[s:s + 32])), self.spec.window)
+            pre[s:s + 32] = resize_slices(block[:, None], work_hw)[:, 0]
+        return pre
+
+    def predict(self, volume_hu: np.ndarray, spacing: tuple[float, float, float],
+                report: Reporter | None = None) -> ProbabilityMaps:
+        """Probabilities on the native grid of a canonical (slices, rows, columns) HU volume, spacing (dz, dy, dx) mm."""
+        report = report or Reporter()
+        pre = self.preprocess(volume_hu, spacing[1:])
+        report.check()
+        probs, z_range, window, run = self._infer(pre, spacing[0], report.stage(0.0, 0.9))
+        work_hw = tuple(pre.shape[1:])
+        del pre
+        liver, tumor = self._paste(probs, z_range, window, work_hw, volume_hu.shape, report.stage(0.9, 1.0))
+        return ProbabilityMaps(liver=liver, tumor=tumor, slices_run=run, roi_slices=z_range)

@@ -1,0 +1,168 @@
+"""Segmentation metrics, spacing-aware, used by the CLI, the Slicer module and training.
+
+Conventions (as LiTS reports them): liver is scored as label >= 1 (liver including tumors), tumor as label == 2.
+When both masks are empty, overlap scores are 1 and distances 0; when only one is empty, distances are inf.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import ndimage
+
+from .labels import LIVER, TUMOR
+
+
+def _confusion(pred: np.ndarray, ref: np.ndarray) -> tuple[int, int, int, int]:
+    pred, ref = pred.astype(bool), ref.astype(bool)
+    tp = int(np.count_nonzero(pred & ref))
+    fp = int(np.count_nonzero(pred & ~ref))
+    fn = int(np.count_nonzero(~pred & ref))
+    tn = int(pred.size - tp - fp - fn)
+    return tp, fp, fn, tn
+
+
+def _ratio(num: float, den: float, empty: float = 1.0) -> float:
+    return float(num) / den if den else empty
+
+
+def dice(pred: np.ndarray, ref: np.ndarray) -> float:
+    tp, fp, fn, _ = _confusion(pred, ref)
+    return _ratio(2 * tp, 2 * tp + fp + fn)
+
+
+def iou(pred: np.ndarray, ref: np.ndarray) -> float:
+    tp, fp, fn, _ = _confusion(pred, ref)
+    return _ratio(tp, tp + fp + fn)
+
+
+def precision(pred, ref) -> float:
+    tp, fp, _, _ = _confusion(pred, ref)
+    return _ratio(tp, tp + fp)
+
+
+def recall(pred, ref) -> float:
+    tp, _, fn, _ = _confusion(pred, ref)
+    return _ratio(tp, tp + fn)
+
+
+def specificity(pred, ref) -> float:
+    _, fp, _, tn = _confusion(pred, ref)
+    return _ratio(tn, tn + fp)
+
+
+def accuracy(pred, ref) -> float:
+    tp, fp, fn, tn = _confusion(pred, ref)
+    return _ratio(tp + tn, tp + fp + fn + tn)
+
+
+f1 = dice  # F1 of voxel classification is the Dice coefficient
+
+
+def relative_volume_difference(pred, ref) -> float:
+    """(V_pred - V_ref) / V_ref; signed, so over-segmentation is positive."""
+    vp, vr = int(np.count_nonzero(pred)), int(np.count_nonzero(ref))
+    if vr == 0:
+        return 0.0 if vp == 0 else math.inf
+    return (vp - vr) / vr
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    return mask & ~ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(3, 1), border_value=0)
+
+
+def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray]:
+    """Distances (mm) from each surface voxel of pred to ref's surface, and back; computed on the joint bbox."""
+    pred, ref = pred.astype(bool), ref.astype(bool)
+    both = pred | ref
+    idx = [np.nonzero(both.any(axis=tuple(a for a in range(3) if a != ax)))[0] for ax in range(3)]
+    box = tuple(slice(max(0, i.min() - 1), i.max() + 2) for i in idx)
+    p, r = _surface(pred[box]), _surface(ref[box])
+    dt_r = ndimage.distance_transform_edt(~r, sampling=spacing)
+    dt_p = ndimage.distance_transform_edt(~p, sampling=spacing)
+    return dt_r[p], dt_p[r]
+
+
+def hd95(pred, ref, spacing) -> float:
+    """95th-percentile symmetric Hausdorff distance in mm (max of both directed 95th percentiles)."""
+    if not np.any(pred) and not np.any(ref):
+        return 0.0
+    if not np.any(pred) or not np.any(ref):
+        return math.inf
+    a, b = surface_distances(pred, ref, spacing)
+    return float(max(np.percentile(a, 95), np.percentile(b, 95)))
+
+
+def assd(pred, ref, spacing) -> float:
+    """Average symmetric surface distance in mm."""
+    if not np.any(pred) and not np.any(ref):
+        return 0.0
+    if not np.any(pred) or not np.any(ref):
+        return math.inf
+    a, b = surface_distances(pred, ref, spacing)
+    return float((a.sum() + b.sum()) / (len(a) + len(b)))
+
+
+def lesion_detection(pred: np.ndarray, ref: np.ndarray, min_overlap: float = 0.0) -> dict:
+    """Lesion-wise detection: a reference lesion is found when a predicted component overlaps it (and vice versa)."""
+    structure = np.ones((3, 3, 3), bool)
+    ref_lab, n_ref = ndimage.label(ref, structure)
+    pred_lab, n_pred = ndimage.label(pred, structure)
+    found = 0
+    for i, sl in enumerate(ndimage.find_objects(ref_lab), start=1):
+        lesion = ref_lab[sl] == i
+        if np.count_nonzero(lesion & pred[sl].astype(bool)) > min_overlap * np.count_nonzero(lesion):
+            found += 1
+    true_pred = 0
+    for i, sl in enumerate(ndimage.find_objects(pred_lab), start=1):
+        if np.any((pred_lab[sl] == i) & ref[sl].astype(bool)):
+            true_pred += 1
+    return {
+        "reference_lesions": int(n_ref), "predicted_lesions": int(n_pred), "detected": found,
+        "detection_recall": _ratio(found, n_ref), "detection_precision": _ratio(true_pred, n_pred),
+    }
+
+
+def binary_metrics(pred: np.ndarray, ref: np.ndarray, spacing) -> dict:
+    """All voxel and surface metrics for one structure."""
+    tp, fp, fn, tn = _confusion(pred, ref)
+    return {
+        "dice": _ratio(2 * tp, 2 * tp + fp + fn), "iou": _ratio(tp, tp + fp + fn),
+        "precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn), "specificity": _ratio(tn, tn + fp),
+        "accuracy": _ratio(tp + tn, tp + fp + fn + tn), "rvd": relative_volume_difference(pred, ref),
+        "hd95_mm": hd95(pred, ref, spacing), "assd_mm": assd(pred, ref, spacing),
+        "tp": tp, "fp": fp, "fn": fn,
+    }
+
+
+def evaluate_labelmaps(pred: np.ndarray, ref: np.ndarray, spacing, tumor: bool = True) -> dict:
+    """Liver (label >= 1) and tumor (label 2) metrics for one case; ``spacing`` follows the array's axis order."""
+    if pred.shape != ref.shape:
+        raise ValueError(f"Prediction {pred.shape} and reference {ref.shape} have different shapes.")
+    out = {"liver": binary_metrics(pred >= LIVER, ref >= LIVER, spacing)}
+    if tumor:
+        out["tumor"] = binary_metrics(pred == TUMOR, ref == TUMOR, spacing)
+        out["tumor"].update(lesion_detection(pred == TUMOR, ref == TUMOR))
+    return out
+
+
+def global_dice(cases: list[dict], structure: str) -> float:
+    """Dice over a whole set (all voxels pooled), as LiTS reports beside the per-case mean."""
+    tp = sum(c[structure]["tp"] for c in cases)
+    fp = sum(c[structure]["fp"] for c in cases)
+    fn = sum(c[structure]["fn"] for c in cases)
+    return _ratio(2 * tp, 2 * tp + fp + fn)
+
+
+def labelmap_statistics(labelmap: np.ndarray, voxel_mm3: float) -> dict:
+    """Liver volume (tumors included), tumor count and volume, tumor burden: what the GUI and CLI summarise."""
+    liver_vox = int(np.count_nonzero(labelmap >= LIVER))
+    tumor_mask = labelmap == TUMOR
+    tumor_vox = int(np.count_nonzero(tumor_mask))
+    count = int(ndimage.label(tumor_mask, np.ones((3, 3, 3), bool))[1]) if tumor_vox else 0
+    return {
+        "liver_volume_ml": liver_vox * voxel_mm3 / 1000.0,
+        "tumor_count": count,
+        "tumor_volume_ml": tumor_vox * voxel_mm3 / 1000.0,
+        "tumor_burden_percent": 100.0 * tumor_vox / liver_vox if liver_vox else 0.0,
+    }

@@ -1,0 +1,129 @@
+"""The public segmentation API: ``Segmenter`` (load once, segment many) and the one-call ``segment``."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checks import check_volume
+from .devices import resolve_device
+from .inference import InferenceOptions, SlicePredictor
+from .metrics import labelmap_statistics
+from .modelfile import LoadedModel, load_model
+from .orientation import canonical_transform, from_canonical, to_canonical, voxel_spacing
+from .postprocess import PostprocessConfig, postprocess, to_labelmap
+from .progress import CancelToken, ProgressCallback, Reporter
+from .registry import resolve_model_path
+
+log = logging.getLogger("liverseg")
+
+
+@dataclass
+class SegmentationResult:
+    """A labelmap on exactly the input grid ([k, j, i], uint8: 0 background, 1 liver, 2 liver tumor)."""
+
+    labelmap: np.ndarray
+    ijk_to_ras: np.ndarray
+    statistics: dict
+    timings: dict
+    model: str
+    device: str
+    warnings: list[str] = field(default_factory=list)
+
+
+class Segmenter:
+    """Initialise once from a model (bundled name or file), then segment in-memory volumes or files."""
+
+    def __init__(self, model: str | Path | LoadedModel | None = None, device: str = "auto",
+                 inference: InferenceOptions | None = None, threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = resolve_device(device)
+        self.model = model if isinstance(model, LoadedModel) else load_model(resolve_model_path(model), "cpu")
+        self.predictor = SlicePredictor(self.model, self.device, inference)
+
+    def segment(self, array: np.ndarray, ijk_to_ras: np.ndarray, *, tumor: bool = True,
+                postprocessing: PostprocessConfig | None = None, progress: ProgressCallback | None = None,
+                cancel: CancelToken | None = None, allow_non_hu: bool = False) -> SegmentationResult:
+        """Segment a [k, j, i] CT array in HU whose voxel-to-RAS geometry is ``ijk_to_ras`` (4x4)."""
+        report = Reporter(progress, cancel)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        array = np.asarray(array)
+        if array.ndim == 4 and array.shape[-1] == 1:
+            array = array[..., 0]
+        warnings = check_volume(array, allow_non_hu=allow_non_hu)
+        for w in warnings:
+            log.warning(w)
+        transform = canonical_transform(array.shape, ijk_to_ras)
+        canonical = to_canonical(array, transform)
+        timings["checks_orientation"] = time.perf_counter() - t0
+        report(0.02, "Preparing volume")
+
+        t = time.perf_counter()
+        probs = self.predictor.predict(canonical, transform.spacing, report.stage(0.02, 0.9))
+        timings["inference"] = time.perf_counter() - t
+        self.device = self.predictor.device  # may have fallen back to CPU
+
+        report(0.9, "Postprocessing")
+        t = time.perf_counter()
+        th = self.model.thresholds
+        liver = probs.liver >= round(th["liver"] * 255)
+        tumor_mask = (probs.tumor >= round(th["tumor"] * 255)) if tumor else np.zeros_like(liver)
+        del probs
+        liver, tumor_mask = postprocess(liver, tumor_mask, transform.spacing, postprocessing)
+        report.check()
+        labelmap = from_canonical(to_labelmap(liver, tumor_mask), transform)
+        timings["postprocessing"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - t0
+        stats = labelmap_statistics(labelmap, float(np.prod(voxel_spacing(ijk_to_ras))))
+        report(1.0, "Done")
+        return SegmentationResult(labelmap=labelmap, ijk_to_ras=np.asarray(ijk_to_ras, float), statistics=stats,
+                                  timings=timings, model=self.model.name, device=str(self.device), warnings=warnings)
+
+    def segment_file(self, path: str | Path, **kwargs) -> tuple[SegmentationResult, "object"]:
+        """Read a NIfTI/NRRD/MHA file or DICOM folder and segment it; returns the result and the image reference."""
+        from .io import read_image
+
+        image = read_image(path)
+        return self.segment(image.array, image.ijk_to_ras, **kwargs), image
+
+
+_CACHE: dict[tuple, Segmenter] = {}
+
+
+def segment(image: np.ndarray | str | Path, ijk_to_ras: np.ndarray | None = None, *, model: str | Path | None = None,
+            device: str = "auto", tumor: bool = True, postprocessing: PostprocessConfig | None = None,
+            progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+            output: str | Path | None = None, overwrite: bool = False, allow_non_hu: bool = False) -> SegmentationResult:
+    """Segment the liver and liver tumors in one call.
+
+    ``image`` is a [k, j, i] HU array with its 4x4 ``ijk_to_ras`` matrix, or a path (NIfTI, NRRD, MHA, DICOM folder).
+    With ``output`` the labelmap is also written there on exactly the input geometry.
+    """
+    key = (str(model), device)
+    if key not in _CACHE:
+        _CACHE[key] = Segmenter(model, device)
+    seg = _CACHE[key]
+    kwargs = dict(tumor=tumor, postprocessing=postprocessing, progress=progress, cancel=cancel, allow_non_hu=allow_non_hu)
+    if isinstance(image, (str, Path)):
+        from .io import check_output_path, write_labelmap
+
+        if output is not None:
+            check_output_path(output, overwrite)
+        result, ref = seg.segment_file(image, **kwargs)
+        if output is not None:
+            write_labelmap(output, result.labelmap, ref, overwrite=overwrite)
+        return result
+    if ijk_to_ras is None:
+        raise ValueError("An in-memory array needs its 4x4 ijk_to_ras matrix.")
+    result = seg.segment(image, ijk_to_ras, **kwargs)
+    if output is not None:
+        from .io import ImageData, write_labelmap
+
+        write_labelmap(output, result.labelmap, ImageData.from_array(np.asarray(image), ijk_to_ras), overwrite=overwrite)
+    return result

@@ -1,0 +1,327 @@
+"""The training loop: 2.5D slices + synthetic tumors + augmentation, Dice + BCE, AdamW, cosine schedule,
+checkpoints every epoch (resume with the same command), early stopping on validation Dice per case,
+CSV + TensorBoard logs, and DistributedDataParallel under ``torchrun``.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from liverseg.inference import InferenceOptions, SlicePredictor
+from liverseg.modelfile import LoadedModel, make_card, save_model
+from liverseg.networks import build_network, count_parameters
+from liverseg.preprocessing import PreprocessingSpec, context_indices
+
+from .augment import AugmentConfig, geometric, intensity
+from .prepare import load_prepared
+from .synthetic_tumors import TumorSynthesisConfig, insert_tumors
+
+log = logging.getLogger("liverseg.train")
+
+
+@dataclass
+class TrainConfig:
+    data: str = "prepared"  # folder written by 'prepare'
+    output: str = "runs/default"
+    name: str = "liver-resunet"
+    architecture: str = "resunet"
+    base_channels: int = 16
+    depth: int = 4
+    dropout: float = 0.1
+    train_cases: list[str] = field(default_factory=list)  # empty: every case not in val_cases/test_cases
+    val_cases: list[str] = field(default_factory=list)
+    test_cases: list[str] = field(default_factory=list)  # never used during training
+    epochs: int = 60
+    samples_per_epoch: int = 256
+    batch_size: int = 8
+    crop: int = 160
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 2
+    liver_slice_fraction: float = 0.8  # share of samples drawn from slices that show liver
+    patience: int = 15  # early stopping (epochs without a better validation Dice); 0 disables
+    validate_every: int = 2
+    seed: int = 0
+    threads: int = 0  # 0: torch default
+    amp: bool = True  # mixed precision on CUDA
+    tumors: TumorSynthesisConfig = field(default_factory=TumorSynthesisConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    time_limit_minutes: float = 0.0  # stop cleanly (checkpoint saved) after this long; resume later. 0: none
+    version: str = "0.1.0"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        tumors = TumorSynthesisConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("tumors", {}).items()})
+        augment = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("augment", {}).items()})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"Unknown training option(s): {', '.join(sorted(unknown))}")
+        return cls(tumors=tumors, augment=augment, **d)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---- data ----------------------------------------------------------------------------------------------------
+class SliceSampler:
+    """Draws 2.5D training samples (context stack + centre label), with synthetic tumors, then batches them."""
+
+    def __init__(self, arrays: dict[str, dict], cases: list[str], spec: PreprocessingSpec, cfg: TrainConfig, seed: int):
+        self.arrays = {c: arrays[c] for c in cases}
+        self.cases = list(cases)
+        self.spec, self.cfg = spec, cfg
+        self.rng = np.random.default_rng(seed)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.liver_slices = {c: np.nonzero((a["label"] >= 1).any(axis=(1, 2)))[0] for c, a in self.arrays.items()}
+        sizes = np.array([a["image"].shape[0] for a in self.arrays.values()], float)
+        self.case_p = np.sqrt(sizes) / np.sqrt(sizes).sum()  # thin slabs still get seen, big cases do not dominate
+
+    def _sample(self) -> tuple[np.ndarray, np.ndarray]:
+        cid = self.cases[self.rng.choice(len(self.cases), p=self.case_p)]
+        a = self.arrays[cid]
+        n_z = a["image"].shape[0]
+        liver_z = self.liver_slices[cid]
+        if len(liver_z) and self.rng.random() < self.cfg.liver_slice_fraction:
+            z = int(self.rng.choice(liver_z))
+        else:
+            z = int(self.rng.integers(n_z))
+        idx = context_indices(np.array([z]), n_z, self.spec.context_slices)[0]
+        stack = a["image"][idx].astype(np.float32)
+        labels = a["label"][idx]
+        crop = self.cfg.crop
+        h, w = stack.shape[1:]
+        # Crop (or pad) to crop x crop; bias the crop towards the liver when there is one.
+        ys, xs = np.nonzero(labels[len(idx) // 2] >= 1)
+        def origin(n, centre):
+            if n <= crop:
+                return 0
+            lo = 0 if centre is None else int(np.clip(centre - crop + 16, 0, n - crop))
+            hi = n - crop if centre is None else int(np.clip(centre - 16, lo, n - crop))
+            return int(self.rng.integers(lo, hi + 1))
+        y0 = origin(h, int(self.rng.choice(ys)) if len(ys) else None)
+        x0 = origin(w, int(self.rng.choice(xs)) if len(xs) else None)
+        stack = stack[:, y0:y0 + crop, x0:x0 + crop]
+        labels = labels[:, y0:y0 + crop, x0:x0 + crop]
+        if (labels[len(idx) // 2] >= 1).any() and self.rng.random() < self.cfg.tumors.probability:
+            stack, labels = insert_tumors(stack, labels, self.spec.spacing_mm, a["slice_spacing"], self.rng, self.cfg.tumors)
+        out_img = np.zeros((len(idx), crop, crop), np.float32)
+        out_lab = np.zeros((crop, crop), np.int64)
+        out_img[:, :stack.shape[1], :stack.shape[2]] = stack
+        out_lab[:stack.shape[1], :stack.shape[2]] = labels[len(idx) // 2]
+        return out_img, out_lab
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pairs = [self._sample() for _ in range(n)]
+        image = torch.from_numpy(np.stack([p[0] for p in pairs]))
+        label = torch.from_numpy(np.stack([p[1] for p in pairs]))
+        image, label = geometric(image, label, self.cfg.augment, self.gen)
+        return intensity(image, self.cfg.augment, self.gen), label
+
+
+# ---- loss ----------------------------------------------------------------------------------------------------
+def targets_from_label(label: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) labels -> (N, 2, H, W) targets: liver (tumors included) and tumor, matching the model outputs."""
+    return torch.stack([(label >= 1), (label == 2)], dim=1).float()
+
+
+def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Soft Dice (over the batch, per channel) + binary cross-entropy."""
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    prob = torch.sigmoid(logits)
+    inter = (prob * target).sum(dim=(0, 2, 3))
+    denom = prob.sum(dim=(0, 2, 3)) + target.sum(dim=(0, 2, 3))
+    dice = (2 * inter + 1.0) / (denom + 1.0)
+    return bce + (1 - dice).mean()
+
+
+# ---- validation ----------------------------------------------------------------------------------------------
+def validate(network: torch.nn.Module, card: dict, arrays: dict[str, dict], cases: list[str], device) -> dict:
+    """Dice per case on the network grid through the engine's own coarse/fine slice predictor."""
+    from liverseg.metrics import dice
+
+    network.eval()
+    predictor = SlicePredictor(LoadedModel(network, card, None), device, InferenceOptions(batch_size=16))
+    per_case = {}
+    for cid in cases:
+        a = arrays[cid]
+        probs = predictor.predict_preprocessed(torch.from_numpy(a["image"].astype(np.float32)), a["slice_spacing"])
+        liver = probs.liver >= 128
+        tumor = probs.tumor >= 128
+        per_case[cid] = {"liver": dice(liver, a["label"] >= 1), "tumor": dice(tumor, a["label"] == 2)}
+    network.train()
+    mean_liver = float(np.mean([v["liver"] for v in per_case.values()])) if per_case else float("nan")
+    return {"cases": per_case, "liver_dice": mean_liver}
+
+
+# ---- loop ----------------------------------------------------------------------------------------------------
+def _dist_info() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def card_for(cfg: TrainConfig, spec: PreprocessingSpec, manifest: dict, train_cases: list[str]) -> dict:
+    cases = manifest["cases"]
+    training = {
+        "cases": [{"id": c, "dataset": cases[c].get("source", cases[c]["dataset"]), "label_made_by": cases[c].get("label_made_by", ""),
+                   "licence": cases[c].get("licence", ""), "slices": cases[c]["slices"]} for c in train_cases],
+        "licences": sorted({cases[c].get("licence", "") for c in train_cases} - {""}),
+        "synthetic_tumors": dataclasses.asdict(cfg.tumors),
+        "config": cfg.to_dict(),
+    }
+    return make_card(
+        name=cfg.name, version=cfg.version, architecture=cfg.architecture,
+        network={"in_channels": spec.in_channels, "out_channels": 2, "base_channels": cfg.base_channels,
+                 "depth": cfg.depth, "dropout": cfg.dropout},
+        preprocessing=spec, training=training,
+        description=f"2.5D {cfg.architecture} ({spec.in_channels} slices) for liver and liver tumor, trained with liverseg-train.",
+    )
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train (or resume) into ``cfg.output``; returns the path of the best model file."""
+    rank, world = _dist_info()
+    distributed = world > 1
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() else torch.device("cpu")
+    if distributed:
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest, arrays = load_prepared(cfg.data)
+    spec = PreprocessingSpec.from_dict(manifest["preprocessing"])
+    excluded = set(cfg.val_cases) | set(cfg.test_cases)
+    train_cases = cfg.train_cases or [c for c in arrays if c not in excluded]
+    if excluded & set(train_cases):
+        raise ValueError(f"Cases {sorted(excluded & set(train_cases))} are both in training and validation/test.")
+    if not train_cases:
+        raise ValueError("No training cases left; check train_cases/val_cases/test_cases.")
+    card = card_for(cfg, spec, manifest, train_cases)
+    network = build_network(cfg.architecture, card["network"]).to(device)
+    model = torch.nn.parallel.DistributedDataParallel(network) if distributed else network
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, cfg.samples_per_epoch // (cfg.batch_size * world))
+
+    def lr_factor(step: int) -> float:
+        warm = cfg.warmup_epochs * steps_per_epoch
+        total = cfg.epochs * steps_per_epoch
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm)))) * 0.98 + 0.02
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+    sampler = SliceSampler(arrays, train_cases, spec, cfg, seed=cfg.seed * 1000 + rank)
+    state = {"epoch": 0, "best": -1.0, "best_epoch": -1, "stale": 0}
+    ckpt_path = out / "checkpoint_last.pt"
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        network.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        state = ck["state"]
+        if rank == 0:
+            sampler.rng.bit_generator.state = json.loads(ck["numpy_rng"])
+            sampler.gen.set_state(ck["torch_rng"])
+        else:  # other ranks must not replay rank 0's samples
+            sampler.rng = np.random.default_rng(cfg.seed * 1000 + rank + 7919 * state["epoch"])
+        log.info("Resumed from %s at epoch %d", ckpt_path, state["epoch"])
+    if rank == 0:
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+        log.info("%s: %d parameters, %d training cases, %d steps/epoch", cfg.architecture, count_parameters(network),
+                 len(train_cases), steps_per_epoch)
+    writer = None
+    if rank == 0:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(out / "tensorboard"))
+        except Exception:  # tensorboard is optional
+            log.info("TensorBoard not installed; logging to CSV only.")
+    csv_path = out / "log.csv"
+    best_path = out / f"{cfg.name}.safetensors"
+    started = time.time()
+    model.train()
+    while state["epoch"] < cfg.epochs:
+        epoch = state["epoch"]
+        t0 = time.time()
+        losses, inter, denom = [], torch.zeros(2), torch.zeros(2)
+        for _ in range(steps_per_epoch):
+            image, label = sampler.batch(cfg.batch_size)
+            image, target = image.to(device), targets_from_label(label).to(device)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=cfg.amp and device.type == "cuda"):
+                logits = model(image)
+            loss = dice_bce_loss(logits.float(), target)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            losses.append(loss.item())
+            with torch.no_grad():
+                pred = (logits.float() > 0).float()
+                inter += (pred * target).sum(dim=(0, 2, 3)).cpu()
+                denom += (pred.sum(dim=(0, 2, 3)) + target.sum(dim=(0, 2, 3))).cpu()
+        state["epoch"] = epoch + 1
+        train_dice = (2 * inter / denom.clamp(min=1)).tolist()
+        row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "train_dice_liver": train_dice[0],
+               "train_dice_tumor": train_dice[1], "lr": sched.get_last_lr()[0], "seconds": time.time() - t0,
+               "val_dice_liver": ""}
+        if rank == 0:
+            improved = False
+            if cfg.val_cases and ((epoch + 1) % cfg.validate_every == 0 or epoch + 1 == cfg.epochs):
+                val = validate(network, card, arrays, cfg.val_cases, device)
+                row["val_dice_liver"] = val["liver_dice"]
+                improved = val["liver_dice"] > state["best"]
+                if improved:
+                    state.update(best=val["liver_dice"], best_epoch=epoch + 1, stale=0)
+                else:
+                    state["stale"] += cfg.validate_every
+            elif not cfg.val_cases:
+                improved = True  # no validation set: the latest model is the result
+                state["best_epoch"] = epoch + 1
+            if improved:
+                card["training"]["best_epoch"] = state["best_epoch"]
+                card["training"]["validation_liver_dice"] = state["best"] if cfg.val_cases else None
+                save_model(best_path, network, card)
+            new = not csv_path.exists()
+            with csv_path.open("a", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(row))
+                if new:
+                    w.writeheader()
+                w.writerow(row)
+            if writer is not None:
+                for k, v in row.items():
+                    if isinstance(v, float):
+                        writer.add_scalar(k, v, epoch + 1)
+            torch.save({"model": network.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                        "state": state, "numpy_rng": json.dumps(sampler.rng.bit_generator.state),
+                        "torch_rng": sampler.gen.get_state()}, ckpt_path.with_suffix(".tmp"))
+            ckpt_path.with_suffix(".tmp").replace(ckpt_path)
+            log.info("epoch %d/%d loss %.4f dice liver %.3f tumor %.3f val %s (%.0f s)", epoch + 1, cfg.epochs, row["loss"],
+                     train_dice[0], train_dice[1], row["val_dice_liver"], row["seconds"])
+        if cfg.patience and cfg.val_cases and state["stale"] >= cfg.patience:
+            log.info("Early stopping: no better validation Dice for %d epochs.", state["stale"])
+            break
+        if cfg.time_limit_minutes and (time.time() - started) / 60 > cfg.time_limit_minutes:
+            log.info("Time limit reached after epoch %d; run the same command again to resume.", epoch + 1)
+            break
+    if writer is not None:
+        writer.close()
+    if distributed:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return best_path
