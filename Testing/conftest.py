@@ -1,0 +1,64 @@
+"""Shared fixtures. Nothing here needs ../shared or a GPU; tests that need them skip with a reason."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("LIVERSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    """A small random-weight model file: exercises every code path without depending on accuracy."""
+    from liverseg.modelfile import make_card, save_model
+    from liverseg.networks import build_network
+    from liverseg.preprocessing import PreprocessingSpec
+
+    torch.manual_seed(0)
+    spec = PreprocessingSpec(spacing_mm=4.0, context_slices=1, size_multiple=4)
+    params = {"in_channels": 3, "out_channels": 2, "base_channels": 4, "depth": 2, "dropout": 0.0}
+    net = build_network("unet", params)
+    card = make_card(name="tiny-test", version="0", architecture="unet", network=params, preprocessing=spec)
+    return save_model(tmp_path_factory.mktemp("models") / "tiny.safetensors", net, card)
+
+
+@pytest.fixture(scope="session")
+def phantom():
+    """(volume [k, j, i] int16 HU, labelmap, ijk_to_ras) of a small synthetic abdomen with two tumors."""
+    from liverseg.benchmark import phantom_ijk_to_ras, synthetic_case
+
+    spacing = (5.0, 3.0, 3.0)
+    vol, lab = synthetic_case((24, 96, 96), spacing, seed=1, tumors=2)
+    return vol, lab, phantom_ijk_to_ras(spacing)
+
+
+@pytest.fixture(scope="session")
+def public_sample(tmp_path_factory):
+    """LiTS 117 from PyPI (pip download); skipped where PyPI cannot be reached."""
+    from liverseg.sample import fetch_sample
+
+    try:
+        return fetch_sample()
+    except RuntimeError as exc:
+        pytest.skip(f"public sample unavailable: {exc}")
+
+
+def shared_case(name: str) -> tuple[Path, Path]:
+    img = SHARED_DATA / "ct" / f"{name}_image.nii.gz"
+    if not img.exists():
+        pytest.skip(f"{img} not present (the ../shared data folder is only on development machines)")
+    return img, SHARED_DATA / "ct" / f"{name}_label.nii.gz"
+
+
+def random_rotation_matrix(seed: int, max_deg: float = 20.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_rotvec(np.deg2rad(rng.uniform(-max_deg, max_deg, 3))).as_matrix()

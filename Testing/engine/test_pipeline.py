@@ -1,0 +1,77 @@
+"""End-to-end engine behaviour with a small random-weight model: geometry, orientation, progress, cancel."""
+import threading
+
+import numpy as np
+import pytest
+
+from liverseg import Cancelled, PostprocessConfig, Segmenter
+from liverseg.inference import InferenceOptions
+
+from conftest import random_rotation_matrix
+
+
+@pytest.fixture(scope="module")
+def segmenter(tiny_model_path):
+    return Segmenter(tiny_model_path, "cpu", InferenceOptions(batch_size=4))
+
+
+def _raw(segmenter, vol, m):
+    # No postprocessing: compare the network's own decisions voxel for voxel.
+    return segmenter.segment(vol, m, postprocessing=PostprocessConfig(enabled=False)).labelmap
+
+
+def test_output_is_on_the_input_grid(segmenter, phantom):
+    vol, _, m = phantom
+    res = segmenter.segment(vol, m)
+    assert res.labelmap.shape == vol.shape and res.labelmap.dtype == np.uint8
+    assert set(np.unique(res.labelmap)) <= {0, 1, 2}
+    np.testing.assert_array_equal(res.ijk_to_ras, m)
+    assert {"inference", "postprocessing", "total"} <= set(res.timings)
+
+
+def test_same_ct_in_ras_lps_permuted_and_oblique_gives_the_same_segmentation(segmenter, phantom):
+    vol, _, m = phantom
+    ref = _raw(segmenter, vol, m)
+    # RAS-ordered storage: i and j reversed, directions negated.
+    ras = vol[:, ::-1, ::-1]
+    m_ras = m.copy()
+    m_ras[:3, 0] *= -1
+    m_ras[:3, 1] *= -1
+    np.testing.assert_array_equal(_raw(segmenter, ras, m_ras)[:, ::-1, ::-1], ref)
+    # Axes permuted (stored sagittally: numpy [i, k, j]).
+    perm = np.transpose(vol, (2, 0, 1))
+    m_perm = np.eye(4)
+    m_perm[:3, 0], m_perm[:3, 1], m_perm[:3, 2] = m[:3, 1], m[:3, 2], m[:3, 0]  # voxel axes (j, k, i)
+    np.testing.assert_array_equal(np.transpose(_raw(segmenter, perm, m_perm), (1, 2, 0)), ref)
+    # Oblique direction (rotated 15-25 degrees): same voxels, closest canonical axes.
+    m_obl = m.copy()
+    m_obl[:3, :3] = random_rotation_matrix(7, 20) @ m[:3, :3]
+    np.testing.assert_array_equal(_raw(segmenter, vol, m_obl), ref)
+
+
+def test_progress_is_monotonic_and_reaches_one(segmenter, phantom):
+    vol, _, m = phantom
+    seen = []
+    segmenter.segment(vol, m, progress=lambda f, msg: seen.append(f))
+    assert seen[-1] == 1.0 and all(b >= a for a, b in zip(seen, seen[1:])) and len(seen) > 3
+
+
+def test_cancel_stops_the_run(segmenter, phantom):
+    vol, _, m = phantom
+    event = threading.Event()
+    calls = []
+
+    def progress(f, msg):
+        calls.append(f)
+        if f > 0.1:
+            event.set()
+
+    with pytest.raises(Cancelled):
+        segmenter.segment(vol, m, progress=progress, cancel=event)
+    assert calls[-1] < 1.0
+
+
+def test_roi_and_full_pass_agree_inside_the_roi(segmenter, phantom):
+    vol, _, m = phantom
+    full = Segmenter(segmenter.model, "cpu", InferenceOptions(roi=False)).segment(vol, m, postprocessing=PostprocessConfig(enabled=False))
+    assert full.labelmap.shape == vol.shape

@@ -1,0 +1,114 @@
+import math
+
+import numpy as np
+import pytest
+
+from liverseg import metrics
+from liverseg.postprocess import (PostprocessConfig, ellipsoid, fill_holes, keep_largest_component, postprocess,
+                                  remove_small_components, to_labelmap)
+
+
+def test_keep_largest_component():
+    m = np.zeros((5, 10, 10), bool)
+    m[1:4, 1:5, 1:5] = True  # 48 voxels
+    m[2, 8, 8] = True
+    out = keep_largest_component(m)
+    assert out.sum() == 48 and not out[2, 8, 8]
+
+
+def test_remove_small_components_is_in_mm3():
+    m = np.zeros((4, 20, 20), bool)
+    m[1, 1:3, 1:3] = True  # 4 voxels
+    m[1:3, 10:15, 10:15] = True  # 50 voxels
+    # 2 x 1 x 1 mm voxels: 8 mm3 and 100 mm3
+    out = remove_small_components(m, (2.0, 1.0, 1.0), min_mm3=50)
+    assert out.sum() == 50
+    assert remove_small_components(m, (2.0, 1.0, 1.0), min_mm3=5).sum() == 54
+
+
+def test_fill_holes_fills_3d_cavities_and_slice_holes():
+    m = np.zeros((5, 9, 9), bool)
+    m[1:4, 1:8, 1:8] = True
+    m[2, 4, 4] = False  # enclosed cavity
+    m[0:5, 6, 6] = False  # tunnel through all slices: not a 3D hole, but a hole in slices 1..3
+    m[0, :, :] = False
+    out = fill_holes(m)
+    assert out[2, 4, 4] and out[2, 6, 6]
+
+
+def test_tumors_outside_the_liver_are_removed_and_tumors_count_as_liver():
+    liver = np.zeros((10, 30, 30), bool)
+    liver[2:8, 5:20, 5:20] = True
+    tumor = np.zeros_like(liver)
+    tumor[4:6, 8:11, 8:11] = True  # inside
+    tumor[4:6, 25:28, 25:28] = True  # far outside
+    liver_out, tumor_out = postprocess(liver & ~tumor, tumor, (1.0, 1.0, 1.0), PostprocessConfig(min_tumor_mm3=0))
+    assert tumor_out[4:6, 8:11, 8:11].all() and not tumor_out[:, 25:, 25:].any()
+    assert liver_out[4:6, 8:11, 8:11].all()  # lesion voxels are liver too
+    lab = to_labelmap(liver_out, tumor_out)
+    assert lab[5, 9, 9] == 2 and lab[3, 15, 15] == 1 and lab[0, 0, 0] == 0
+
+
+def test_ellipsoid_respects_anisotropic_spacing():
+    st = ellipsoid(3.0, (3.0, 1.0, 1.0))
+    assert st.shape == (3, 7, 7)
+
+
+# ---- metrics against hand-computed values ----
+def test_overlap_metrics_hand_computed():
+    pred = np.zeros((1, 1, 10), bool)
+    ref = np.zeros((1, 1, 10), bool)
+    pred[0, 0, :4] = True  # 0 1 2 3
+    ref[0, 0, 2:6] = True  # 2 3 4 5 -> tp 2, fp 2, fn 2, tn 4
+    assert metrics.dice(pred, ref) == pytest.approx(0.5)
+    assert metrics.iou(pred, ref) == pytest.approx(2 / 6)
+    assert metrics.precision(pred, ref) == pytest.approx(0.5)
+    assert metrics.recall(pred, ref) == pytest.approx(0.5)
+    assert metrics.specificity(pred, ref) == pytest.approx(4 / 6)
+    assert metrics.accuracy(pred, ref) == pytest.approx(0.6)
+    assert metrics.relative_volume_difference(pred, ref) == 0.0
+    assert metrics.dice(np.zeros(3, bool), np.zeros(3, bool)) == 1.0
+
+
+def test_surface_distances_hand_computed():
+    ref = np.zeros((1, 1, 20), bool)
+    pred = np.zeros((1, 1, 20), bool)
+    ref[0, 0, 5] = True
+    pred[0, 0, 8] = True  # 3 voxels away at 2 mm spacing = 6 mm
+    assert metrics.hd95(pred, ref, (1, 1, 2.0)) == pytest.approx(6.0)
+    assert metrics.assd(pred, ref, (1, 1, 2.0)) == pytest.approx(6.0)
+    assert metrics.hd95(pred, pred, (1, 1, 1)) == 0.0
+    assert math.isinf(metrics.hd95(pred, np.zeros_like(pred), (1, 1, 1)))
+
+
+def test_lesion_detection_and_global_dice():
+    ref = np.zeros((1, 10, 10), bool)
+    ref[0, 1, 1] = ref[0, 5, 5] = True
+    pred = np.zeros_like(ref)
+    pred[0, 1, 1] = pred[0, 8, 8] = True
+    d = metrics.lesion_detection(pred, ref)
+    assert d["reference_lesions"] == 2 and d["detected"] == 1
+    assert d["detection_recall"] == 0.5 and d["detection_precision"] == 0.5
+    cases = [{"liver": {"tp": 2, "fp": 0, "fn": 2}}, {"liver": {"tp": 8, "fp": 0, "fn": 0}}]
+    assert metrics.global_dice(cases, "liver") == pytest.approx(20 / 22)
+
+
+def test_evaluate_labelmaps_scores_liver_with_tumors():
+    ref = np.zeros((2, 4, 4), np.uint8)
+    ref[0, :2, :2] = 1
+    ref[0, 0, 0] = 2
+    pred = ref.copy()
+    pred[0, 0, 0] = 1  # tumor missed but liver still right
+    r = metrics.evaluate_labelmaps(pred, ref, (1, 1, 1))
+    assert r["liver"]["dice"] == 1.0 and r["tumor"]["dice"] == 0.0
+
+
+def test_labelmap_statistics():
+    lab = np.zeros((10, 10, 10), np.uint8)
+    lab[:5] = 1
+    lab[0, 0, 0] = 2
+    lab[4, 9, 9] = 2
+    s = metrics.labelmap_statistics(lab, voxel_mm3=2.0)
+    assert s["liver_volume_ml"] == pytest.approx(1.0)
+    assert s["tumor_count"] == 2 and s["tumor_volume_ml"] == pytest.approx(0.004)
+    assert s["tumor_burden_percent"] == pytest.approx(0.4)
