@@ -143,6 +143,19 @@ def cmd_benchmark(args) -> int:
     return 0
 
 
+def cmd_overlay(args) -> int:
+    from .io import read_image
+    from .overlay import save_overlay
+
+    ct, pred = read_image(args.ct), read_image(args.labelmap)
+    ref = read_image(args.reference).array if args.reference else None
+    for name, other in (("labelmap", pred.array), ("reference", ref)):
+        if other is not None and other.shape != ct.array.shape:
+            raise ValueError(f"The {name} grid {other.shape} differs from the CT {ct.array.shape}.")
+    print(save_overlay(args.output, ct.array, ct.ijk_to_ras, pred.array, ref))
+    return 0
+
+
 def cmd_info(args) -> int:
     from .devices import describe_devices
     from .modelfile import read_card
@@ -210,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=1)
     b.add_argument("--threads", type=int, default=0)
     b.set_defaults(func=cmd_benchmark)
+
+    o = sub.add_parser("overlay", help="write a PNG of a labelmap over its CT (CT | reference | prediction | overlay)")
+    o.add_argument("ct", metavar="CT")
+    o.add_argument("labelmap", metavar="LABELMAP")
+    o.add_argument("output", metavar="OUTPUT_PNG")
+    o.add_argument("--reference", help="reference labelmap, drawn as yellow outlines")
+    o.set_defaults(func=cmd_overlay)
 
     i = sub.add_parser("info", help="list bundled models and devices")
     i.add_argument("--model", help="print the full model card of this model (name or file)")

@@ -1,0 +1,21 @@
+"""What the user chooses in the panel, as a plain dataclass usable from scripts and tests without the GUI."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+DEVICE_ITEMS = ("auto", "cuda", "cpu")
+
+
+@dataclass
+class SegmentationParameters:
+    model: str = "default"  # bundled model name or path to a .safetensors model file
+    device: str = "auto"  # auto | cuda | cpu
+    tumor: bool = True
+    postprocessing: bool = True
+    fast: bool = True  # coarse pass finds the liver, fine pass runs only there
+    allow_non_hu: bool = False
+
+    def to_job(self) -> dict:
+        job = asdict(self)
+        job["model"] = None if self.model in ("", "default") else self.model
+        return job

@@ -1,0 +1,67 @@
+"""Turning the engine's labelmap into Slicer nodes: segments with terminology, geometry, 3D surface, hierarchy,
+and the statistics table. Everything here is plain MRML, testable with slicer-core."""
+from __future__ import annotations
+
+import numpy as np
+
+from liverseg.metrics import labelmap_statistics
+
+from .terminology import SEGMENTS
+
+STATISTICS_COLUMNS = [("liver_volume_ml", "Liver volume (mL)"), ("tumor_count", "Tumor count"),
+                      ("tumor_volume_ml", "Tumor volume (mL)"), ("tumor_burden_percent", "Tumor burden (%)")]
+
+
+def voxel_volume_mm3(volume_node) -> float:
+    return float(np.prod(volume_node.GetSpacing()))
+
+
+def fill_segmentation(segmentation_node, volume_node, labelmap: np.ndarray, include_tumor: bool = True) -> dict[str, str]:
+    """Put 'Liver' and 'Liver tumor' segments from a [k, j, i] labelmap on the volume's grid into the node.
+
+    Existing segments with these names are replaced (other segments are kept). Returns name -> segment id.
+    """
+    import slicer
+
+    segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+    segmentation = segmentation_node.GetSegmentation()
+    ids = {}
+    for spec, entry in SEGMENTS:
+        old = segmentation.GetSegmentIdBySegmentName(spec.name)
+        if old:
+            segmentation.RemoveSegment(old)
+        if spec.value != 1 and not include_tumor:
+            continue
+        # LiTS convention: the liver segment covers tumors too; the tumor segment overlaps it.
+        mask = (labelmap >= spec.value) if spec.value == 1 else (labelmap == spec.value)
+        segment_id = segmentation.AddEmptySegment(spec.name.replace(" ", "_"), spec.name, spec.color_float)
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), segmentation_node, segment_id, volume_node)
+        segment = segmentation.GetSegment(segment_id)
+        segment.SetTag(segment.GetTerminologyEntryTagName(), entry)
+        ids[spec.name] = segment_id
+    segmentation_node.CreateClosedSurfaceRepresentation()
+    return ids
+
+
+def place_in_hierarchy(segmentation_node, volume_node) -> None:
+    """Put the segmentation under the same study (parent item) as its source volume."""
+    sh = segmentation_node.GetScene().GetSubjectHierarchyNode()
+    if sh is None:
+        return
+    volume_item = sh.GetItemByDataNode(volume_node)
+    if not volume_item:
+        return
+    seg_item = sh.GetItemByDataNode(segmentation_node) or sh.CreateItem(sh.GetSceneItemID(), segmentation_node)
+    sh.SetItemParent(seg_item, sh.GetItemParent(volume_item))
+
+
+def statistics(labelmap: np.ndarray, volume_node) -> dict:
+    return labelmap_statistics(labelmap, voxel_volume_mm3(volume_node))
+
+
+def fill_statistics_table(table_node, stats: dict) -> None:
+    """One row: liver volume (mL), tumor count, total tumor volume (mL), tumor burden (%)."""
+    import slicer
+
+    values = np.array([[float(stats[key]) for key, _ in STATISTICS_COLUMNS]])
+    slicer.util.updateTableFromArray(table_node, values, [title for _, title in STATISTICS_COLUMNS])

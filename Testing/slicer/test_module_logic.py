@@ -1,0 +1,268 @@
+"""The module's Logic on real MRML nodes (slicer-core), headless. See harness.py for what is a stand-in."""
+import re
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+import slicer
+import vtk
+
+from harness import add_volume
+from conftest import MODULE_DIR
+
+
+def _labelmap_from_segments(seg_node, volume):
+    ids = vtk.vtkStringArray()
+    for name in ("Liver", "Liver tumor"):
+        sid = seg_node.GetSegmentation().GetSegmentIdBySegmentName(name)
+        if sid:
+            ids.InsertNextValue(sid)
+    lab = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(seg_node, ids, lab, volume)
+    out = slicer.util.arrayFromVolume(lab).copy()
+    slicer.mrmlScene.RemoveNode(lab)
+    return out
+
+
+def _variants(array, m):
+    """The same CT stored four ways: as given (LPS-ordered), RAS-ordered, axes permuted, oblique."""
+    ras = array[:, ::-1, ::-1].copy()
+    m_ras = m.copy()
+    m_ras[:3, 0] *= -1
+    m_ras[:3, 1] *= -1
+    m_ras[:3, 3] = m[:3, :3] @ np.array([array.shape[2] - 1, array.shape[1] - 1, 0]) + m[:3, 3]
+    perm = np.ascontiguousarray(np.transpose(array, (2, 0, 1)))  # numpy [i, k, j]: voxel axes (j, k, i)
+    m_perm = np.eye(4)
+    m_perm[:3, 0], m_perm[:3, 1], m_perm[:3, 2], m_perm[:3, 3] = m[:3, 1], m[:3, 2], m[:3, 0], m[:3, 3]
+    c, s = np.cos(np.deg2rad(12)), np.sin(np.deg2rad(12))
+    m_obl = m.copy()
+    m_obl[:3, :3] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ m[:3, :3]
+    return {"lps": (array, m), "ras": (ras, m_ras), "permuted": (perm, m_perm), "oblique": (array, m_obl)}
+
+
+@pytest.fixture(scope="module")
+def sample_arrays(public_sample):
+    from liverseg.io import read_image
+
+    img = read_image(public_sample["image"])
+    return img.array, img.ijk_to_ras
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["lps", "ras", "permuted", "oblique"])
+def test_process_matches_engine_voxel_for_voxel(scene, headless, sample_arrays, variant):
+    from liverseg import Segmenter
+    from liverseg.labels import LABELS
+    from LiverSegmentationLib.parameters import SegmentationParameters
+    from LiverSegmentationLib.terminology import terminology_entry
+
+    array, m = _variants(*sample_arrays)[variant]
+    volume = add_volume(scene, array, m, name=f"LiTS117 {variant}")
+    logic = headless.LiverSegmentationLogic()
+    seg_node = logic.process(volume, None, SegmentationParameters(device="cpu"))
+    segmentation = seg_node.GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == 2
+    for spec in LABELS.values():
+        segment = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName(spec.name))
+        assert segment is not None, spec.name
+        assert segment.GetColor() == pytest.approx(spec.color_float, abs=1e-6)
+        tag = vtk.reference("")
+        assert segment.GetTag(segment.GetTerminologyEntryTagName(), tag)
+        assert tag.get() == terminology_entry(spec)
+    engine = Segmenter(None, "cpu").segment(array, m).labelmap
+    exported = _labelmap_from_segments(seg_node, volume)
+    assert exported.shape == array.shape
+    np.testing.assert_array_equal(exported, engine)
+    assert (engine == 1).sum() > 1000 and seg_node.GetClosedSurfaceInternalRepresentation(
+        segmentation.GetSegmentIdBySegmentName("Liver")).GetNumberOfPoints() > 0
+
+
+def test_terminology_strings_match_slicers_own_serializer():
+    from liverseg.labels import LABELS
+    from LiverSegmentationLib.terminology import CATEGORY_CONTEXT, REGION_CONTEXT, terminology_entry
+
+    t = slicer.vtkSlicerTerminologiesModuleLogic
+    liver, tumor = LABELS[1], LABELS[2]
+    expected = t.SerializeTerminologyEntry(CATEGORY_CONTEXT, "123037004", "SCT", "Anatomical Structure", "10200004", "SCT",
+                                           "Liver", "", "", "", REGION_CONTEXT, "", "", "", "", "", "")
+    assert terminology_entry(liver) == expected
+    expected = t.SerializeTerminologyEntry(CATEGORY_CONTEXT, "49755003", "SCT", "Morphologically Altered Structure",
+                                           "108369006", "SCT", "Neoplasm", "", "", "", REGION_CONTEXT, "10200004", "SCT",
+                                           "Liver", "", "", "")
+    assert terminology_entry(tumor) == expected
+    assert liver.color_rgb == (221, 130, 101)
+
+
+def _phantom_segmentation(scene, phantom):
+    """Fill a segmentation from a known labelmap (no network involved)."""
+    from LiverSegmentationLib import scene as scene_helpers
+
+    vol, lab, m = phantom
+    volume = add_volume(scene, vol, m)
+    seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "seg")
+    seg.CreateDefaultDisplayNodes()
+    scene_helpers.fill_segmentation(seg, volume, lab)
+    return volume, seg, lab
+
+
+def test_seg_nrrd_round_trip_keeps_names_colours_tags_and_voxels(scene, headless, phantom, tmp_path):
+    volume, seg, lab = _phantom_segmentation(scene, phantom)
+    np.testing.assert_array_equal(_labelmap_from_segments(seg, volume), lab)
+    storage = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
+    seg.SetAndObserveStorageNodeID(storage.GetID())
+    storage.SetFileName(str(tmp_path / "liver.seg.nrrd"))
+    assert storage.WriteData(seg)
+    loaded = slicer.modules.segmentations.logic().LoadSegmentationFromFile(str(tmp_path / "liver.seg.nrrd"), True, "reloaded")
+    for name in ("Liver", "Liver tumor"):
+        a = seg.GetSegmentation().GetSegment(seg.GetSegmentation().GetSegmentIdBySegmentName(name))
+        b = loaded.GetSegmentation().GetSegment(loaded.GetSegmentation().GetSegmentIdBySegmentName(name))
+        assert b is not None and b.GetColor() == pytest.approx(a.GetColor(), abs=1e-5)  # file stores 6 digits
+        ta, tb = vtk.reference(""), vtk.reference("")
+        a.GetTag(a.GetTerminologyEntryTagName(), ta)
+        b.GetTag(b.GetTerminologyEntryTagName(), tb)
+        assert ta.get() == tb.get() != ""
+    np.testing.assert_array_equal(_labelmap_from_segments(loaded, volume), lab)
+
+
+def test_statistics_table_matches_numpy(scene, headless, phantom):
+    from LiverSegmentationLib import scene as scene_helpers
+
+    volume, seg, lab = _phantom_segmentation(scene, phantom)
+    stats = scene_helpers.statistics(lab, volume)
+    table = scene.AddNewNodeByClass("vtkMRMLTableNode")
+    scene_helpers.fill_statistics_table(table, stats)
+    voxel_ml = np.prod(volume.GetSpacing()) / 1000
+    liver_ml = np.count_nonzero(lab >= 1) * voxel_ml
+    tumor_ml = np.count_nonzero(lab == 2) * voxel_ml
+    from scipy import ndimage
+
+    count = ndimage.label(lab == 2, np.ones((3, 3, 3)))[1]
+    row = [float(table.GetTable().GetValue(0, c).ToDouble()) for c in range(4)]
+    assert row == pytest.approx([liver_ml, count, tumor_ml, 100 * tumor_ml / liver_ml], rel=1e-4)
+    assert [table.GetColumnName(c) for c in range(4)][0] == "Liver volume (mL)"
+
+
+def test_subject_hierarchy_places_segmentation_under_the_volumes_study(scene, headless, phantom):
+    from LiverSegmentationLib import scene as scene_helpers
+
+    volume, seg, _ = _phantom_segmentation(scene, phantom)
+    sh = scene.GetSubjectHierarchyNode()
+    patient = sh.CreateSubjectItem(sh.GetSceneItemID(), "Patient")
+    study = sh.CreateStudyItem(patient, "Study")
+    vol_item = sh.GetItemByDataNode(volume) or sh.CreateItem(sh.GetSceneItemID(), volume)
+    sh.SetItemParent(vol_item, study)
+    scene_helpers.place_in_hierarchy(seg, volume)
+    assert sh.GetItemParent(sh.GetItemByDataNode(seg)) == study
+
+
+def _segmentation_nodes(scene):
+    return [scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode") for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))]
+
+
+def _job_dirs():
+    return set(Path(tempfile.gettempdir()).glob("LiverSegmentation-*"))
+
+
+def test_cancel_leaves_no_nodes_and_no_temporary_files(scene, headless, phantom, tiny_model_path):
+    from LiverSegmentationLib.parameters import SegmentationParameters
+    from LiverSegmentationLib.process import JobState
+
+    before = _job_dirs()
+    vol, _, m = phantom
+    volume = add_volume(scene, vol, m)
+    job = headless.LiverSegmentationLogic().process(volume, None, SegmentationParameters(model=str(tiny_model_path)),
+                                                    waitForCompletion=False)
+    job.cancel()
+    assert job.state is JobState.CANCELLED
+    assert _segmentation_nodes(scene) == [] and _job_dirs() == before
+
+
+def test_worker_error_is_reported_and_leaves_no_nodes(scene, headless, phantom, tmp_path):
+    from LiverSegmentationLib.parameters import SegmentationParameters
+
+    before = _job_dirs()
+    vol, _, m = phantom
+    volume = add_volume(scene, vol, m)
+    with pytest.raises(RuntimeError, match="neither a bundled model"):
+        headless.LiverSegmentationLogic().process(volume, None, SegmentationParameters(model=str(tmp_path / "nope.safetensors")))
+    assert _segmentation_nodes(scene) == [] and _job_dirs() == before
+
+
+def test_wrong_input_gives_a_clear_message(scene, headless, phantom):
+    vol, lab, m = phantom
+    logic = headless.LiverSegmentationLogic()
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    labelmap.SetAndObserveImageData(add_volume(scene, lab, m).GetImageData())
+    with pytest.raises(ValueError, match="labelmap"):
+        logic.validateInput(labelmap)
+    with pytest.raises(ValueError, match="Hounsfield"):
+        logic.validateInput(add_volume(scene, (vol.astype(np.float32) + 1024) / 16, m, "MR-like"))
+    with pytest.raises(ValueError, match="not a volume"):
+        logic.validateInput(add_volume(scene, vol[:1, :1], m, "line"))
+    with pytest.raises(ValueError, match="Select"):
+        logic.validateInput(None)
+    rgb = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "rgb")
+    with pytest.raises(ValueError, match="scalar"):
+        logic.validateInput(rgb)
+
+
+def test_parameter_node_is_typed_and_persistent(scene, headless, phantom):
+    logic = headless.LiverSegmentationLogic()
+    p = logic.getParameterNode()
+    assert p.tumor is True and p.fast is True
+    p.tumor = False
+    assert headless.LiverSegmentationLogic().getParameterNode().tumor is False
+    volume = add_volume(scene, phantom[0], phantom[2])
+    p.inputVolume = volume
+    assert logic.getParameterNode().inputVolume.GetID() == volume.GetID()
+
+
+def test_ui_file_has_every_widget_and_parameter_the_code_uses(headless):
+    ui_path = MODULE_DIR / "Resources" / "UI" / "LiverSegmentation.ui"
+    tree = ET.parse(ui_path)
+    names = {w.get("name") for w in tree.iter("widget")}
+    bound = {}
+    for w in tree.iter("widget"):
+        for prop in w.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                bound[w.get("name")] = prop.find("string").text
+    source = (MODULE_DIR / "LiverSegmentation.py").read_text()
+    used = set(re.findall(r"self\.ui\.(\w+)", source))
+    assert used and used <= names, used - names
+    declared = set(re.search(r"class LiverSegmentationParameterNode:\n((?:    .*\n)+)", source).group(1).split())
+    for widget, parameter in bound.items():
+        assert f"{parameter}:" in declared, (widget, parameter)
+    assert set(bound.values()) == {"inputVolume", "outputSegmentation", "tumor", "postprocessing", "fast"}
+
+
+def test_dependency_check_asks_before_installing():
+    from LiverSegmentationLib.install import ensure_dependencies, missing_packages
+
+    class FakeInstaller:
+        def __init__(self, answer):
+            self.answer, self.asked, self.installed = answer, [], []
+
+        def confirm(self, message):
+            self.asked.append(message)
+            return self.answer
+
+        def install_torch(self):
+            self.installed.append("torch")
+            return True
+
+        def pip_install(self, requirement):
+            self.installed.append(requirement)
+
+    present = {"scipy", "SimpleITK"}
+    find = lambda name: object() if name in present else None
+    no = FakeInstaller(False)
+    assert ensure_dependencies(no, find) is False and no.installed == [] and "torch" in no.asked[0]
+
+    def find_after(name):
+        return object() if name in present or name in yes.installed or name == "skimage" and "scikit-image" in yes.installed or name == "safetensors" and any(r.startswith("safetensors") for r in yes.installed) else None
+    yes = FakeInstaller(True)
+    assert ensure_dependencies(yes, find_after) is True
+    assert yes.installed[0] == "torch" and "scikit-image" in yes.installed
+    assert missing_packages(lambda n: object()) == []
