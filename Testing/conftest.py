@@ -1,15 +1,14 @@
 """Shared fixtures. Nothing here needs ../shared or a GPU; tests that need them skip with a reason."""
 from __future__ import annotations
 
-import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("LIVERSEG_SHARED_DATA", REPO.parent / "shared" / "data"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # helpers.py
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -48,17 +47,3 @@ def public_sample(tmp_path_factory):
         return fetch_sample()
     except RuntimeError as exc:
         pytest.skip(f"public sample unavailable: {exc}")
-
-
-def shared_case(name: str) -> tuple[Path, Path]:
-    img = SHARED_DATA / "ct" / f"{name}_image.nii.gz"
-    if not img.exists():
-        pytest.skip(f"{img} not present (the ../shared data folder is only on development machines)")
-    return img, SHARED_DATA / "ct" / f"{name}_label.nii.gz"
-
-
-def random_rotation_matrix(seed: int, max_deg: float = 20.0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.from_rotvec(np.deg2rad(rng.uniform(-max_deg, max_deg, 3))).as_matrix()

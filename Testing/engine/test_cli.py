@@ -103,24 +103,14 @@ def test_evaluate_prints_table_and_json(tmp_path, phantom, capsys):
 
 
 def test_dicom_folder_input(tmp_path, phantom, tiny_model_path, capsys):
+    from helpers import write_dicom_series
+
     vol = phantom[0]
-    img = sitk.GetImageFromArray(vol.astype(np.int16))
-    img.SetSpacing((3.0, 3.0, 5.0))
-    folder = tmp_path / "dicom"
-    folder.mkdir()
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for k in range(img.GetDepth()):
-        sl = img[:, :, k]
-        sl.SetMetaData("0020|0032", "0\\0\\%f" % (5.0 * k))
-        sl.SetMetaData("0020|0013", str(k))
-        sl.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.1.1")
-        sl.SetMetaData("0028|0030", "3\\3")
-        sl.SetMetaData("0018|0050", "5")
-        writer.SetFileName(str(folder / f"{k:03d}.dcm"))
-        writer.Execute(sl)
+    folder = write_dicom_series(tmp_path / "dicom", vol)
     data = read_image(folder)
     assert data.array.shape == vol.shape
+    np.testing.assert_array_equal(data.array, vol)
+    assert data.spacing == pytest.approx((3.0, 3.0, 5.0))
     code, _, err = run(capsys, "segment", folder, "-o", tmp_path / "d.nii.gz", "--model", tiny_model_path, "-q")
     assert code == 0, err
 

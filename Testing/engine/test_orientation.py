@@ -5,7 +5,7 @@ import pytest
 
 from liverseg.orientation import canonical_transform, from_canonical, lps_to_ras, to_canonical
 
-from conftest import random_rotation_matrix
+from helpers import random_rotation_matrix
 
 
 def _geometry(perm, flips, spacing=(0.7, 0.8, 2.5)):

@@ -7,7 +7,7 @@ import pytest
 from liverseg import Cancelled, PostprocessConfig, Segmenter
 from liverseg.inference import InferenceOptions
 
-from conftest import random_rotation_matrix
+from helpers import random_rotation_matrix
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import slicer
 import vtk
 
 from harness import add_volume
-from conftest import MODULE_DIR
+from helpers import MODULE_DIR
 
 
 def _labelmap_from_segments(seg_node, volume):

@@ -1,0 +1,193 @@
+"""``liverseg-train``: prepare -> split -> train -> evaluate -> export. Each step has --help."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def _sources(specs: list[str], label_map: str | None):
+    from .datasets import find_cases
+
+    mapping = None
+    if label_map:
+        mapping = {int(a): int(b) for a, b in (pair.split(":") for pair in label_map.split(","))}
+    cases = []
+    for spec in specs:
+        kind, _, root = spec.partition(":")
+        options = {"label_map": mapping} if kind == "generic" and mapping else {}
+        cases += find_cases(kind, root, **options)
+    ids = [c.case_id for c in cases]
+    if len(set(ids)) != len(ids):
+        raise ValueError("Two sources produce the same case id; prepare them into separate folders.")
+    return cases
+
+
+def cmd_prepare(args) -> int:
+    from liverseg.preprocessing import PreprocessingSpec
+
+    from .prepare import prepare
+
+    spec = PreprocessingSpec(window=(args.window[0], args.window[1]), spacing_mm=args.spacing, context_slices=args.context)
+    cases = _sources(args.source, args.label_map)
+    if args.exclude:
+        cases = [c for c in cases if c.case_id not in set(args.exclude)]
+    print(prepare(cases, args.out, spec, overwrite=args.overwrite))
+    return 0
+
+
+def cmd_split(args) -> int:
+    from .splits import holdout_split, kfold_splits, leave_one_out_splits
+
+    manifest = json.loads((Path(args.data) / "manifest.json").read_text())
+    patients = {cid: info["patient_id"] for cid, info in manifest["cases"].items()}
+    if args.scheme == "holdout":
+        splits = [holdout_split(patients, tuple(args.fractions), args.seed)]
+    elif args.scheme == "kfold":
+        splits = kfold_splits(patients, args.k, args.seed)
+    else:
+        splits = leave_one_out_splits(patients)
+    Path(args.output).write_text(json.dumps(splits, indent=1))
+    print(f"{len(splits)} split(s) -> {args.output}")
+    return 0
+
+
+def _load_config(path: str | None) -> dict:
+    if not path:
+        return {}
+    text = Path(path).read_text()
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        return yaml.safe_load(text) or {}
+    return json.loads(text)
+
+
+def _apply_overrides(cfg: dict, overrides: list[str]) -> dict:
+    for item in overrides:
+        key, _, raw = item.partition("=")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        target = cfg
+        *parents, last = key.split(".")
+        for p in parents:
+            target = target.setdefault(p, {})
+        target[last] = value
+    return cfg
+
+
+def cmd_train(args) -> int:
+    from .train import TrainConfig, train
+
+    cfg = _load_config(args.config)
+    if args.split:
+        split = json.loads(Path(args.split).read_text())[args.fold]
+        cfg.update(train_cases=split["train"], val_cases=split["val"], test_cases=split["test"])
+    for key in ("data", "output"):
+        if getattr(args, key):
+            cfg[key] = getattr(args, key)
+    cfg = _apply_overrides(cfg, args.set or [])
+    print(train(TrainConfig.from_dict(cfg)))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_cases
+
+    cases = _sources(args.source, args.label_map)
+    if args.cases:
+        cases = [c for c in cases if c.case_id in set(args.cases)]
+        if not cases:
+            raise ValueError(f"None of {args.cases} found in the sources.")
+    summary = evaluate_cases(args.model, cases, args.out, device=args.device, tumor=not args.no_tumor)
+    print(f"liver Dice mean {summary['liver_dice_mean']:.4f} global {summary['liver_dice_global']:.4f}; report: {args.out}/report.md")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_model, load_metrics
+
+    metrics = {}
+    for item in args.metrics or []:
+        label, _, path = item.partition("=")
+        metrics[label] = load_metrics(path)
+    print(export_model(args.run, args.output, metrics or None, name=args.name, version=args.version))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="liverseg-train", description="Train liverseg models on public liver CT datasets.")
+    p.add_argument("--debug", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+    src_help = "KIND:PATH, KIND one of lits, msd, ircadb, chaos, slices2d, generic (repeatable)"
+
+    pr = sub.add_parser("prepare", help="cache network-ready slices of every case (engine preprocessing)")
+    pr.add_argument("--source", action="append", required=True, help=src_help)
+    pr.add_argument("--out", required=True, help="output folder (npz per case + manifest.json)")
+    pr.add_argument("--label-map", help="generic datasets: SRC:DST pairs, e.g. 6:1 for an organ dataset's liver")
+    pr.add_argument("--spacing", type=float, default=2.0, help="in-plane spacing in mm (default 2.0)")
+    pr.add_argument("--window", type=float, nargs=2, default=(-100.0, 400.0), help="HU window (default -100 400)")
+    pr.add_argument("--context", type=int, default=1, help="neighbour slices per side (1 = 3-slice 2.5D)")
+    pr.add_argument("--exclude", nargs="*", help="case ids to leave out (e.g. test cases)")
+    pr.add_argument("--overwrite", action="store_true")
+    pr.set_defaults(func=cmd_prepare)
+
+    sp = sub.add_parser("split", help="patient-level splits: holdout (70/15/15), kfold or loo")
+    sp.add_argument("--data", required=True)
+    sp.add_argument("--scheme", choices=["holdout", "kfold", "loo"], default="holdout")
+    sp.add_argument("--fractions", type=float, nargs=3, default=(0.7, 0.15, 0.15))
+    sp.add_argument("--k", type=int, default=5)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("-o", "--output", required=True)
+    sp.set_defaults(func=cmd_split)
+
+    tr = sub.add_parser("train", help="train or resume (same command) a model")
+    tr.add_argument("--config", help="YAML/JSON config (see Training/configs/)")
+    tr.add_argument("--data", help="prepared folder (overrides the config)")
+    tr.add_argument("--output", help="run folder (overrides the config); rerun to resume")
+    tr.add_argument("--split", help="splits JSON from 'split'")
+    tr.add_argument("--fold", type=int, default=0)
+    tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. epochs=80")
+    tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="segment cases with a model file and report metrics, charts and overlays")
+    ev.add_argument("--model", required=True)
+    ev.add_argument("--source", action="append", required=True, help=src_help)
+    ev.add_argument("--label-map")
+    ev.add_argument("--cases", nargs="*", help="only these case ids")
+    ev.add_argument("--out", required=True)
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--no-tumor", action="store_true")
+    ev.set_defaults(func=cmd_evaluate)
+
+    ex = sub.add_parser("export", help="turn a run's best model into a model file with metrics in its card")
+    ex.add_argument("--run", required=True)
+    ex.add_argument("-o", "--output", required=True)
+    ex.add_argument("--metrics", action="append", metavar="LABEL=metrics.json", help="evaluation results to record")
+    ex.add_argument("--name")
+    ex.add_argument("--version")
+    ex.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("liverseg-train: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"liverseg-train: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
