@@ -70,10 +70,14 @@ def context_indices(centre: np.ndarray, n_slices: int, context: int) -> np.ndarr
     return np.clip(np.asarray(centre)[:, None] + offsets[None, :], 0, n_slices - 1)
 
 
+PAD_VALUE = 0.0  # normalised intensity of everything at or below the window's lower end (air, fat)
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Pad the last two dims at the far end to a multiple of ``multiple``; returns the original (H, W)."""
+    """Pad the last two dims at the far end to a multiple of ``multiple`` with ``PAD_VALUE``, as training pads
+    its crops; returns the original (H, W)."""
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
     if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="replicate" if x.dim() == 4 else "constant")
+        x = F.pad(x, (0, pw, 0, ph), mode="constant", value=PAD_VALUE)
     return x, (h, w)

@@ -103,7 +103,8 @@ def cmd_evaluate(args) -> int:
         cases = [c for c in cases if c.case_id in set(args.cases)]
         if not cases:
             raise ValueError(f"None of {args.cases} found in the sources.")
-    summary = evaluate_cases(args.model, cases, args.out, device=args.device, tumor=not args.no_tumor)
+    summary = evaluate_cases(args.model, cases, args.out, device=args.device, tumor=not args.no_tumor,
+                             crop_margin_mm=args.crop_to_liver)
     print(f"liver Dice mean {summary['liver_dice_mean']:.4f} global {summary['liver_dice_global']:.4f}; report: {args.out}/report.md")
     return 0
 
@@ -162,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True)
     ev.add_argument("--device", default="auto")
     ev.add_argument("--no-tumor", action="store_true")
+    ev.add_argument("--crop-to-liver", type=float, metavar="MM", help="evaluate on liver bounding-box crops with this margin")
     ev.set_defaults(func=cmd_evaluate)
 
     ex = sub.add_parser("export", help="turn a run's best model into a model file with metrics in its card")

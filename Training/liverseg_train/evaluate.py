@@ -27,14 +27,32 @@ def _clean(v):
     return v
 
 
+def crop_to_label(image, label: np.ndarray, margin_mm: float):
+    """Crop a case to its liver's bounding box plus ``margin_mm`` (how cropped datasets such as the LiTS 117
+    sample are made), keeping the geometry of the cropped block exact."""
+    from liverseg.io import ImageData
+
+    idx = np.nonzero(label >= 1)
+    spacing_kji = np.array(list(reversed(image.spacing)))
+    margin = np.ceil(margin_mm / spacing_kji).astype(int)
+    lo = np.maximum(0, np.array([i.min() for i in idx]) - margin)
+    hi = np.minimum(label.shape, np.array([i.max() + 1 for i in idx]) + margin)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    direction = np.array(image.direction).reshape(3, 3)
+    origin = np.array(image.origin) + direction @ (np.array(image.spacing) * lo[::-1])
+    return ImageData(np.ascontiguousarray(image.array[box]), image.spacing, tuple(origin), image.direction), label[box]
+
+
 def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Path, device: str = "auto",
-                   tumor: bool = True) -> dict:
+                   tumor: bool = True, crop_margin_mm: float | None = None) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     segmenter = Segmenter(model, device)
     per_case = {}
     for case in cases:
         image, label = case.load()
+        if crop_margin_mm is not None:
+            image, label = crop_to_label(image, label, crop_margin_mm)
         t0 = time.perf_counter()
         result = segmenter.segment(image.array, image.ijk_to_ras, tumor=tumor)
         seconds = time.perf_counter() - t0
@@ -47,7 +65,7 @@ def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Pa
         save_overlay(out_dir / f"{case.case_id}_overlay.png", image.array, image.ijk_to_ras, result.labelmap, label)
         log.info("%s: liver Dice %.4f%s (%.1f s)", case.case_id, m["liver"]["dice"],
                  f", tumor Dice {m['tumor']['dice']:.4f}" if "tumor" in m else "", seconds)
-    summary = {"model": str(model), "cases": per_case,
+    summary = {"model": str(model), "cases": per_case, "crop_margin_mm": crop_margin_mm,
                "liver_dice_mean": float(np.mean([c["liver"]["dice"] for c in per_case.values()])),
                "liver_dice_global": global_dice(list(per_case.values()), "liver")}
     tumor_cases = [c for c in per_case.values() if "tumor" in c]

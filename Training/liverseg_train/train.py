@@ -50,6 +50,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_epochs: int = 2
     liver_slice_fraction: float = 0.8  # share of samples drawn from slices that show liver
+    bbox_crop_probability: float = 0.3  # mimic volumes cropped around the liver: outside a box becomes air
+    bbox_crop_margin_mm: tuple[float, float] = (0.0, 30.0)
     patience: int = 15  # early stopping (epochs without a better validation Dice); 0 disables
     validate_every: int = 2
     seed: int = 0
@@ -65,6 +67,8 @@ class TrainConfig:
         d = dict(d)
         tumors = TumorSynthesisConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("tumors", {}).items()})
         augment = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("augment", {}).items()})
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k not in ("train_cases", "val_cases", "test_cases")} | {
+            k: list(d[k]) for k in ("train_cases", "val_cases", "test_cases") if k in d}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -86,6 +90,11 @@ class SliceSampler:
         self.rng = np.random.default_rng(seed)
         self.gen = torch.Generator().manual_seed(seed)
         self.liver_slices = {c: np.nonzero((a["label"] >= 1).any(axis=(1, 2)))[0] for c, a in self.arrays.items()}
+        self.liver_boxes = {}
+        for c, a in self.arrays.items():
+            ys, xs = np.nonzero((a["label"] >= 1).any(axis=0))
+            if len(ys):
+                self.liver_boxes[c] = (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1)
         sizes = np.array([a["image"].shape[0] for a in self.arrays.values()], float)
         self.case_p = np.sqrt(sizes) / np.sqrt(sizes).sum()  # thin slabs still get seen, big cases do not dominate
 
@@ -101,6 +110,8 @@ class SliceSampler:
         idx = context_indices(np.array([z]), n_z, self.spec.context_slices)[0]
         stack = a["image"][idx].astype(np.float32)
         labels = a["label"][idx]
+        if cid in self.liver_boxes and self.rng.random() < self.cfg.bbox_crop_probability:
+            stack, labels = self._bbox_crop(stack, labels, self.liver_boxes[cid])
         crop = self.cfg.crop
         h, w = stack.shape[1:]
         # Crop (or pad) to crop x crop; bias the crop towards the liver when there is one.
@@ -122,6 +133,15 @@ class SliceSampler:
         out_img[:, :stack.shape[1], :stack.shape[2]] = stack
         out_lab[:stack.shape[1], :stack.shape[2]] = labels[len(idx) // 2]
         return out_img, out_lab
+
+    def _bbox_crop(self, stack: np.ndarray, labels: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
+        """Keep only a random box around the case's liver (as in volumes cropped to the liver), air elsewhere."""
+        m = [int(self.rng.uniform(*self.cfg.bbox_crop_margin_mm) / self.spec.spacing_mm) for _ in range(4)]
+        y0, y1, x0, x1 = max(0, box[0] - m[0]), box[1] + m[1], max(0, box[2] - m[2]), box[3] + m[3]
+        out_s, out_l = np.zeros_like(stack), np.zeros_like(labels)
+        out_s[:, y0:y1, x0:x1] = stack[:, y0:y1, x0:x1]
+        out_l[:, y0:y1, x0:x1] = labels[:, y0:y1, x0:x1]
+        return out_s, out_l
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         pairs = [self._sample() for _ in range(n)]

@@ -1,0 +1,41 @@
+"""Static checks of what ships: every module file is listed for the Slicer build, the engine imports no Slicer."""
+import ast
+import re
+
+from helpers import MODULE_DIR, REPO
+
+
+def _listed(cmake: str) -> set[str]:
+    text = cmake.replace("${MODULE_NAME}", "LiverSegmentation")
+    return set(re.findall(r"^\s+([\w./-]+\.(?:py|png|ui|safetensors))\s*$", text, re.M))
+
+
+def test_module_cmakelists_lists_every_python_file_and_resource():
+    listed = _listed((MODULE_DIR / "CMakeLists.txt").read_text())
+    present = {str(p.relative_to(MODULE_DIR)) for p in MODULE_DIR.rglob("*") if p.suffix in (".py", ".ui", ".png", ".safetensors")
+               and "__pycache__" not in p.parts}
+    assert present - listed == set(), "missing from LiverSegmentation/CMakeLists.txt"
+    assert listed - present == set(), "listed but not present"
+
+
+def test_engine_never_imports_slicer_qt_or_vtk():
+    for path in (MODULE_DIR / "liverseg").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] not in {"slicer", "qt", "ctk", "vtk"}, (path.name, name)
+
+
+def test_top_level_layout():
+    for name in ("CMakeLists.txt", "README.md", "LICENSE", "LiverSegmentation", "Resources", "Training", "Testing",
+                 "pyproject.toml", "Makefile", ".ci/run"):
+        assert (REPO / name).exists(), name
+    top = (REPO / "CMakeLists.txt").read_text()
+    for key in ("EXTENSION_HOMEPAGE", 'EXTENSION_CATEGORY "Segmentation"', 'EXTENSION_DEPENDS "PyTorch"',
+                "find_package(Slicer", "add_subdirectory(LiverSegmentation)", "Slicer_EXTENSION_CPACK"):
+        assert key in top, key
