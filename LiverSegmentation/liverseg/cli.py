@@ -138,7 +138,8 @@ def cmd_benchmark(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    out = run_benchmark((shape[2], shape[1], shape[0]), device=args.device, model=args.model, repeats=args.repeats)
+    out = run_benchmark((shape[2], shape[1], shape[0]), device=args.device, model=args.model, repeats=args.repeats,
+                        input_path=args.input)
     print(json.dumps(out, indent=1))
     return 0
 
@@ -216,11 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--dest", help="folder (default: $LIVERSEG_CACHE/sample or ~/.cache/liverseg/sample)")
     sa.set_defaults(func=cmd_sample)
 
-    b = sub.add_parser("benchmark", help="time every pipeline stage on a realistic synthetic CT and print JSON")
+    b = sub.add_parser("benchmark", help="time every pipeline stage on a 512x512x200 CT (phantom or --input) and print JSON")
     b.add_argument("--shape", default="512x512x200", help="WIDTHxHEIGHTxSLICES (default 512x512x200)")
     b.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     b.add_argument("--model", default=None)
     b.add_argument("--repeats", type=int, default=1)
+    b.add_argument("--input", help="a real CT file/DICOM folder, resampled to --shape (default: a synthetic phantom)")
     b.add_argument("--threads", type=int, default=0)
     b.set_defaults(func=cmd_benchmark)
 

@@ -33,6 +33,8 @@ class SegmentationResult:
     model: str
     device: str
     warnings: list[str] = field(default_factory=list)
+    roi_slices: tuple[int, int] = (0, 0)  # canonical slice range the fine pass ran on
+    slices_run: int = 0  # network evaluations of a slice (coarse + fine)
 
 
 class Segmenter:
@@ -67,6 +69,7 @@ class Segmenter:
         t = time.perf_counter()
         probs = self.predictor.predict(canonical, transform.spacing, report.stage(0.02, 0.9))
         timings["inference"] = time.perf_counter() - t
+        roi, slices_run = probs.roi_slices, probs.slices_run
         self.device = self.predictor.device  # may have fallen back to CPU
 
         report(0.9, "Postprocessing")
@@ -83,7 +86,8 @@ class Segmenter:
         stats = labelmap_statistics(labelmap, float(np.prod(voxel_spacing(ijk_to_ras))))
         report(1.0, "Done")
         return SegmentationResult(labelmap=labelmap, ijk_to_ras=np.asarray(ijk_to_ras, float), statistics=stats,
-                                  timings=timings, model=self.model.name, device=str(self.device), warnings=warnings)
+                                  timings=timings, model=self.model.name, device=str(self.device), warnings=warnings,
+                                  roi_slices=roi, slices_run=slices_run)
 
     def segment_file(self, path: str | Path, **kwargs) -> tuple[SegmentationResult, "object"]:
         """Read a NIfTI/NRRD/MHA file or DICOM folder and segment it; returns the result and the image reference."""

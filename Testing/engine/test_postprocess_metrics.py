@@ -112,3 +112,22 @@ def test_labelmap_statistics():
     assert s["liver_volume_ml"] == pytest.approx(1.0)
     assert s["tumor_count"] == 2 and s["tumor_volume_ml"] == pytest.approx(0.004)
     assert s["tumor_burden_percent"] == pytest.approx(0.4)
+
+
+def test_tumor_near_the_liver_is_kept_within_the_dilation_distance_only():
+    from liverseg.postprocess import near_mask
+
+    liver = np.zeros((5, 40, 40), bool)
+    liver[:, 5:20, 5:20] = True
+    tumor = np.zeros_like(liver)
+    tumor[2, 22:24, 10:12] = True  # 2 voxels (2 mm) outside the liver
+    tumor[2, 30:32, 10:12] = True  # 10 mm outside
+    kept = near_mask(tumor, liver, (1.0, 1.0, 1.0), 3.0)
+    assert kept[2, 22, 10] and not kept[2, 30, 10]
+    assert not near_mask(tumor, liver, (1.0, 1.0, 1.0), 1.0).any()
+
+
+def test_postprocess_keeps_the_input_grid_and_ignores_empty_input():
+    empty = np.zeros((4, 8, 8), bool)
+    lv, tu = postprocess(empty, empty, (1.0, 1.0, 1.0))
+    assert lv.shape == empty.shape and not lv.any() and not tu.any()

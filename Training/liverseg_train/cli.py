@@ -95,6 +95,40 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_preview(args) -> int:
+    """Write a PNG of augmented training samples (image with liver/tumor outlines) to check a configuration."""
+    import numpy as np
+    from scipy import ndimage
+    from skimage.io import imsave
+
+    from liverseg.preprocessing import PreprocessingSpec
+
+    from .prepare import load_prepared
+    from .train import SliceSampler, TrainConfig
+
+    cfg = _apply_overrides(_load_config(args.config), args.set or [])
+    cfg["data"] = args.data or cfg.get("data", "prepared")
+    cfg.setdefault("tumors", {}).setdefault("probability", 1.0)  # show lesions unless the config says otherwise
+    config = TrainConfig.from_dict(cfg)
+    manifest, arrays = load_prepared(config.data)
+    sampler = SliceSampler(arrays, list(arrays), PreprocessingSpec.from_dict(manifest["preprocessing"]), config, args.seed)
+    image, label = sampler.batch(args.n)
+    tiles = []
+    for img, lab in zip(image.numpy(), label.numpy()):
+        rgb = np.repeat(img[img.shape[0] // 2][..., None], 3, axis=-1)
+        for value, colour in ((1, (0.87, 0.51, 0.40)), (2, (0.2, 1.0, 0.2))):
+            mask = lab >= value if value == 1 else lab == value
+            rgb[mask & ~ndimage.binary_erosion(mask)] = colour
+        tiles.append(np.pad(rgb, ((2, 2), (2, 2), (0, 0))))
+    cols = min(len(tiles), 4)
+    rows = [np.concatenate(tiles[i:i + cols], axis=1) for i in range(0, len(tiles) - cols + 1, cols)]
+    picture = np.concatenate(rows, axis=0)
+    picture = picture.repeat(2, axis=0).repeat(2, axis=1)
+    imsave(args.output, (np.clip(picture, 0, 1) * 255).astype(np.uint8), check_contrast=False)
+    print(args.output)
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_cases
 
@@ -154,6 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--fold", type=int, default=0)
     tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. epochs=80")
     tr.set_defaults(func=cmd_train)
+
+    pv = sub.add_parser("preview", help="PNG of augmented training samples with synthetic tumors (check a config)")
+    pv.add_argument("--data", help="prepared folder")
+    pv.add_argument("--config")
+    pv.add_argument("--set", action="append", metavar="KEY=VALUE")
+    pv.add_argument("-n", type=int, default=8)
+    pv.add_argument("--seed", type=int, default=0)
+    pv.add_argument("-o", "--output", required=True)
+    pv.set_defaults(func=cmd_preview)
 
     ev = sub.add_parser("evaluate", help="segment cases with a model file and report metrics, charts and overlays")
     ev.add_argument("--model", required=True)
