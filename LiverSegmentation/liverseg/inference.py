@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from .modelfile import LoadedModel
-from .preprocessing import context_indices, inplane_shape, normalize_hu, pad_to_multiple, resize_slices
+from .preprocessing import (PAD_VALUE, context_indices, inplane_shape, normalize_hu, pad_to_multiple, resample_slices_z,
+                            resize_slices)
 from .progress import Reporter
 
 log = logging.getLogger("liverseg")
@@ -48,7 +49,8 @@ class SlicePredictor:
         self.device = device
         self.options = options or InferenceOptions()
         self.network = model.network.to(device)
-        if device.type == "cpu":
+        self.channels_last = device.type == "cpu" and not self.spec.volumetric
+        if self.channels_last:
             self.network = self.network.to(memory_format=torch.channels_last)
 
     # ---- low level -----------------------------------------------------------------------------------------
@@ -59,7 +61,7 @@ class SlicePredictor:
             if self.device.type == "cuda":
                 with torch.autocast("cuda", dtype=torch.float16):
                     return torch.sigmoid(self.network(x).float())
-            if self.device.type == "cpu":
+            if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             return torch.sigmoid(self.network(x).float())
 
@@ -172,3 +174,45 @@ class SlicePredictor:
         del pre
         liver, tumor = self._paste(probs, z_range, window, work_hw, volume_hu.shape, report.stage(0.9, 1.0))
         return ProbabilityMaps(liver=liver, tumor=tumor, slices_run=run, roi_slices=z_range)
+
+
+class VolumePredictor(SlicePredictor):
+    """3D models: the volume is resampled to the model's slice spacing and covered by overlapping patches
+    (half-patch stride, overlaps averaged); probabilities are resampled back to the native slices."""
+
+    def _infer(self, pre: torch.Tensor, dz: float, report: Reporter):
+        n_z, h, w = pre.shape
+        pz, py, px = self.spec.patch_size
+        n_iso = max(1, int(round(n_z * dz / self.spec.slice_spacing_mm)))
+        vol = resample_slices_z(pre, n_iso)
+        shape = vol.shape
+        pad = [max(p, s) - s for p, s in zip((pz, py, px), shape)]
+        vol = torch.nn.functional.pad(vol, (0, pad[2], 0, pad[1], 0, pad[0]), value=PAD_VALUE)
+        acc = torch.zeros((2, *vol.shape))
+        count = torch.zeros(vol.shape)
+
+        def starts(n, p):
+            step = max(1, p // 2)
+            out = list(range(0, n - p + 1, step))
+            return out if out[-1] == n - p else out + [n - p]
+
+        windows = [(z, y, x) for z in starts(vol.shape[0], pz) for y in starts(vol.shape[1], py) for x in starts(vol.shape[2], px)]
+        bs = max(1, self.options.batch_size // 4)
+        for i in range(0, len(windows), bs):
+            report(i / len(windows))
+            group = windows[i:i + bs]
+            batch = torch.stack([vol[z:z + pz, y:y + py, x:x + px] for z, y, x in group])[:, None]
+            out = self._forward_batched(batch)
+            for (z, y, x), o in zip(group, out):
+                acc[:, z:z + pz, y:y + py, x:x + px] += o
+                count[z:z + pz, y:y + py, x:x + px] += 1
+        report(1.0)
+        probs = (acc / count.clamp(min=1))[:, :shape[0], :shape[1], :shape[2]]
+        probs = resample_slices_z(probs, n_z)  # (2, Z, h, w)
+        return probs.permute(1, 0, 2, 3).contiguous(), (0, n_z), (slice(0, h), slice(0, w)), len(windows)
+
+
+def make_predictor(model: LoadedModel, device: torch.device, options: InferenceOptions | None = None) -> SlicePredictor:
+    """The predictor that fits the model: slice-wise 2D/2.5D or sliding-window 3D."""
+    cls = VolumePredictor if model.preprocessing.volumetric else SlicePredictor
+    return cls(model, device, options)

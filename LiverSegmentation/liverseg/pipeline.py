@@ -11,7 +11,7 @@ import torch
 
 from .checks import check_volume
 from .devices import resolve_device
-from .inference import InferenceOptions, SlicePredictor
+from .inference import InferenceOptions, make_predictor
 from .metrics import labelmap_statistics
 from .modelfile import LoadedModel, load_model
 from .orientation import canonical_transform, from_canonical, to_canonical, voxel_spacing
@@ -46,7 +46,7 @@ class Segmenter:
             torch.set_num_threads(threads)
         self.device = resolve_device(device)
         self.model = model if isinstance(model, LoadedModel) else load_model(resolve_model_path(model), "cpu")
-        self.predictor = SlicePredictor(self.model, self.device, inference)
+        self.predictor = make_predictor(self.model, self.device, inference)
 
     def segment(self, array: np.ndarray, ijk_to_ras: np.ndarray, *, tumor: bool = True,
                 postprocessing: PostprocessConfig | None = None, progress: ProgressCallback | None = None,

@@ -19,26 +19,39 @@ class PreprocessingSpec:
     spacing_mm: float = 2.0  # in-plane pixel size the network works at; slice spacing is kept native
     context_slices: int = 1  # neighbours on each side fed as extra channels (1 -> 3-channel 2.5D input)
     size_multiple: int = 16  # network input sides must be multiples of this (2 ** depth)
+    # 3D models only: slices are resampled to this spacing and the network sees patches of this size (z, y, x).
+    slice_spacing_mm: float | None = None
+    patch_size: tuple[int, int, int] | None = None
+
+    @property
+    def volumetric(self) -> bool:
+        return self.patch_size is not None
 
     @property
     def in_channels(self) -> int:
-        return 2 * self.context_slices + 1
+        return 1 if self.volumetric else 2 * self.context_slices + 1
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "window": list(self.window),
             "spacing_mm": self.spacing_mm,
             "context_slices": self.context_slices,
             "size_multiple": self.size_multiple,
         }
+        if self.volumetric:
+            d.update(slice_spacing_mm=self.slice_spacing_mm, patch_size=list(self.patch_size))
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessingSpec":
+        patch = d.get("patch_size")
         return cls(
             window=(float(d["window"][0]), float(d["window"][1])),
             spacing_mm=float(d["spacing_mm"]),
             context_slices=int(d["context_slices"]),
             size_multiple=int(d.get("size_multiple", 16)),
+            slice_spacing_mm=float(d["slice_spacing_mm"]) if d.get("slice_spacing_mm") else None,
+            patch_size=tuple(int(v) for v in patch) if patch else None,
         )
 
 
@@ -62,6 +75,16 @@ def resize_slices(slices: torch.Tensor, size_hw: tuple[int, int], mode: str = "b
     if mode == "nearest":
         return F.interpolate(slices, size=size_hw, mode="nearest-exact")
     return F.interpolate(slices, size=size_hw, mode=mode, align_corners=False, antialias=False)
+
+
+def resample_slices_z(volume: torch.Tensor, n_out: int) -> torch.Tensor:
+    """Linear resampling of a (Z, H, W) or (C, Z, H, W) stack along Z to ``n_out`` slices (3D models)."""
+    squeeze = volume.dim() == 3
+    x = volume[None, None] if squeeze else volume[None]
+    if x.shape[2] == n_out:
+        return volume
+    out = F.interpolate(x, size=(n_out, *x.shape[-2:]), mode="trilinear", align_corners=False)
+    return out[0, 0] if squeeze else out[0]
 
 
 def context_indices(centre: np.ndarray, n_slices: int, context: int) -> np.ndarray:

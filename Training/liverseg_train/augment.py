@@ -29,7 +29,8 @@ class AugmentConfig:
 
 
 def geometric(image: torch.Tensor, label: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, C, H, W) float image and (N, H, W) long label through one random affine (+ elastic) grid per sample."""
+    """(N, C, H, W) float image and (N, H, W) long label (or (N, D, H, W) for 3D patches, slices as channels)
+    through one random affine (+ elastic) grid per sample."""
     n = image.shape[0]
     angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(cfg.rotation_deg)
     scale = torch.empty(n).uniform_(*cfg.scale, generator=gen)
@@ -47,7 +48,10 @@ def geometric(image: torch.Tensor, label: torch.Tensor, cfg: AugmentConfig, gen:
         disp = F.interpolate(coarse, size=image.shape[-2:], mode="bicubic", align_corners=False)
         grid = grid + disp.permute(0, 2, 3, 1)
     image = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    label = F.grid_sample(label[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)[:, 0].long()
+    planar = label.dim() == 3
+    lab = label[:, None].float() if planar else label.float()
+    lab = F.grid_sample(lab, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    label = (lab[:, 0] if planar else lab).long()
     return image, label
 
 

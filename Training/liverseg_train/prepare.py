@@ -61,7 +61,7 @@ def prepare(cases: list[CaseSource], out_dir: str | Path, spec: PreprocessingSpe
             "slices": int(data["image"].shape[0]), "shape": list(data["image"].shape),
             "slice_spacing_mm": data["slice_spacing"], "liver_slices": liver_slices,
             "tumor_voxels": int((data["label"] == 2).sum()),
-            "label_made_by": case.meta.get("label_made_by", case.meta.get("label_source", "")),
+            "label_made_by": case.meta.get("label_kind", case.meta.get("label_made_by", "")),
             "licence": case.meta.get("licence", case.meta.get("license", "")),
             "source": case.meta.get("dataset", case.meta.get("source", case.dataset)),
         }

@@ -77,4 +77,4 @@ def insert_tumors(stack: np.ndarray, label_stack: np.ndarray, spacing_mm: float,
         # Replace liver tissue by lesion tissue: keep some of the original texture so it looks scanned, not painted.
         stack = stack * (1 - alpha) + (0.3 * (stack - liver_mean) + target) * alpha
         label_stack[(alpha >= 0.5) & liver] = 2
-    return np.clip(stack, 0.0, 1.0), label_stack
+    return np.clip(stack, 0.0, 1.0).astype(np.float32), label_stack

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from liverseg.inference import InferenceOptions, SlicePredictor
+from liverseg.inference import InferenceOptions, make_predictor
 from liverseg.modelfile import LoadedModel, make_card, save_model
-from liverseg.networks import build_network, count_parameters
-from liverseg.preprocessing import PreprocessingSpec, context_indices
+from liverseg.networks import VOLUMETRIC, build_network, count_parameters
+from liverseg.preprocessing import PreprocessingSpec, context_indices, resample_slices_z
 
 from .augment import AugmentConfig, geometric, intensity
 from .prepare import load_prepared
@@ -57,6 +57,8 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # 0: torch default
     amp: bool = True  # mixed precision on CUDA
+    patch_size: tuple[int, int, int] = (32, 96, 96)  # 3D architectures only: training patch (z, y, x)
+    slice_spacing_mm: float = 3.0  # 3D architectures only: slices are resampled to this spacing
     tumors: TumorSynthesisConfig = field(default_factory=TumorSynthesisConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     time_limit_minutes: float = 0.0  # stop cleanly (checkpoint saved) after this long; resume later. 0: none
@@ -151,18 +153,63 @@ class SliceSampler:
         return intensity(image, self.cfg.augment, self.gen), label
 
 
+class PatchSampler(SliceSampler):
+    """3D patches for volumetric models: cases are resampled to the model's slice spacing once, then patches are
+    drawn around liver voxels (or anywhere), with synthetic tumors and the same in-plane augmentation per slice."""
+
+    def __init__(self, arrays, cases, spec: PreprocessingSpec, cfg: TrainConfig, seed: int):
+        resampled = {}
+        for c in cases:
+            a = arrays[c]
+            n = a["image"].shape[0]
+            n_out = max(1, int(round(n * a["slice_spacing"] / spec.slice_spacing_mm)))
+            image = resample_slices_z(torch.from_numpy(a["image"].astype(np.float32)), n_out).numpy()
+            idx = np.clip(np.round((np.arange(n_out) + 0.5) * n / n_out - 0.5).astype(int), 0, n - 1)
+            resampled[c] = {"image": image, "label": a["label"][idx], "slice_spacing": spec.slice_spacing_mm}
+        super().__init__(resampled, cases, spec, cfg, seed)
+
+    def _sample(self) -> tuple[np.ndarray, np.ndarray]:
+        cid = self.cases[self.rng.choice(len(self.cases), p=self.case_p)]
+        a = self.arrays[cid]
+        pz, py, px = self.spec.patch_size
+        liver = np.argwhere(a["label"][::2, ::4, ::4] >= 1) * np.array([2, 4, 4])
+        if len(liver) and self.rng.random() < self.cfg.liver_slice_fraction:
+            centre = liver[self.rng.integers(len(liver))]
+        else:
+            centre = np.array([self.rng.integers(n) for n in a["image"].shape])
+        lo = [int(np.clip(c - p // 2, 0, max(0, n - p))) for c, p, n in zip(centre, (pz, py, px), a["image"].shape)]
+        box = tuple(slice(l, l + p) for l, p in zip(lo, (pz, py, px)))
+        img = np.zeros((pz, py, px), np.float32)
+        lab = np.zeros((pz, py, px), np.uint8)
+        src_i, src_l = a["image"][box], a["label"][box]
+        img[:src_i.shape[0], :src_i.shape[1], :src_i.shape[2]] = src_i
+        lab[:src_l.shape[0], :src_l.shape[1], :src_l.shape[2]] = src_l
+        if (lab >= 1).any() and self.rng.random() < self.cfg.tumors.probability:
+            img, lab = insert_tumors(img, lab, self.spec.spacing_mm, self.spec.slice_spacing_mm, self.rng, self.cfg.tumors)
+        return img, lab.astype(np.int64)
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, label = super().batch(n)  # slices act as channels for the in-plane augmentation
+        return image[:, None], label
+
+
 # ---- loss ----------------------------------------------------------------------------------------------------
 def targets_from_label(label: torch.Tensor) -> torch.Tensor:
     """(N, H, W) labels -> (N, 2, H, W) targets: liver (tumors included) and tumor, matching the model outputs."""
     return torch.stack([(label >= 1), (label == 2)], dim=1).float()
 
 
+def _reduce_dims(x: torch.Tensor) -> list[int]:
+    return [0] + list(range(2, x.dim()))  # everything but the channel: works for 2D and 3D outputs
+
+
 def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Soft Dice (over the batch, per channel) + binary cross-entropy."""
     bce = F.binary_cross_entropy_with_logits(logits, target)
     prob = torch.sigmoid(logits)
-    inter = (prob * target).sum(dim=(0, 2, 3))
-    denom = prob.sum(dim=(0, 2, 3)) + target.sum(dim=(0, 2, 3))
+    dims = _reduce_dims(prob)
+    inter = (prob * target).sum(dim=dims)
+    denom = prob.sum(dim=dims) + target.sum(dim=dims)
     dice = (2 * inter + 1.0) / (denom + 1.0)
     return bce + (1 - dice).mean()
 
@@ -173,7 +220,7 @@ def validate(network: torch.nn.Module, card: dict, arrays: dict[str, dict], case
     from liverseg.metrics import dice
 
     network.eval()
-    predictor = SlicePredictor(LoadedModel(network, card, None), device, InferenceOptions(batch_size=16))
+    predictor = make_predictor(LoadedModel(network, card, None), device, InferenceOptions(batch_size=16))
     per_case = {}
     for cid in cases:
         a = arrays[cid]
@@ -205,7 +252,8 @@ def card_for(cfg: TrainConfig, spec: PreprocessingSpec, manifest: dict, train_ca
         network={"in_channels": spec.in_channels, "out_channels": 2, "base_channels": cfg.base_channels,
                  "depth": cfg.depth, "dropout": cfg.dropout},
         preprocessing=spec, training=training,
-        description=f"2.5D {cfg.architecture} ({spec.in_channels} slices) for liver and liver tumor, trained with liverseg-train.",
+        description=(f"3D {cfg.architecture} on {list(spec.patch_size)} patches" if spec.volumetric else
+                     f"2.5D {cfg.architecture} ({spec.in_channels} slices)") + " for liver and liver tumor, trained with liverseg-train.",
     )
 
 
@@ -223,6 +271,10 @@ def train(cfg: TrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     manifest, arrays = load_prepared(cfg.data)
     spec = PreprocessingSpec.from_dict(manifest["preprocessing"])
+    volumetric = cfg.architecture in VOLUMETRIC
+    if volumetric:
+        spec = dataclasses.replace(spec, context_slices=0, size_multiple=2 ** cfg.depth,
+                                   slice_spacing_mm=cfg.slice_spacing_mm, patch_size=tuple(cfg.patch_size))
     excluded = set(cfg.val_cases) | set(cfg.test_cases)
     train_cases = cfg.train_cases or [c for c in arrays if c not in excluded]
     if excluded & set(train_cases):
@@ -244,7 +296,7 @@ def train(cfg: TrainConfig) -> Path:
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
-    sampler = SliceSampler(arrays, train_cases, spec, cfg, seed=cfg.seed * 1000 + rank)
+    sampler = (PatchSampler if volumetric else SliceSampler)(arrays, train_cases, spec, cfg, seed=cfg.seed * 1000 + rank)
     state = {"epoch": 0, "best": -1.0, "best_epoch": -1, "stale": 0}
     ckpt_path = out / "checkpoint_last.pt"
     if ckpt_path.exists():
@@ -293,8 +345,9 @@ def train(cfg: TrainConfig) -> Path:
             losses.append(loss.item())
             with torch.no_grad():
                 pred = (logits.float() > 0).float()
-                inter += (pred * target).sum(dim=(0, 2, 3)).cpu()
-                denom += (pred.sum(dim=(0, 2, 3)) + target.sum(dim=(0, 2, 3))).cpu()
+                dims = _reduce_dims(pred)
+                inter += (pred * target).sum(dim=dims).cpu()
+                denom += (pred.sum(dim=dims) + target.sum(dim=dims)).cpu()
         state["epoch"] = epoch + 1
         train_dice = (2 * inter / denom.clamp(min=1)).tolist()
         row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "train_dice_liver": train_dice[0],
