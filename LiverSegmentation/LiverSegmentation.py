@@ -348,7 +348,10 @@ class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
         slicer.util.selectModule("SegmentEditor")
         editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
         editor.setSegmentationNode(segmentationNode)
-        editor.setSourceVolumeNode(volumeNode)
+        if hasattr(editor, "setSourceVolumeNode"):
+            editor.setSourceVolumeNode(volumeNode)
+        else:  # Slicer < 5.4
+            editor.setMasterVolumeNode(volumeNode)
 
 
 class LiverSegmentationTest(ScriptedLoadableModuleTest):

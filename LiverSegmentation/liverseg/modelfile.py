@@ -7,14 +7,16 @@ unpickles anything: safetensors holds raw tensors only, and legacy ``.pt``/``.pt
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .labels import label_table
-from .networks import build_network
-from .preprocessing import PreprocessingSpec
+from .spec import PreprocessingSpec
+
+if TYPE_CHECKING:  # torch is imported only where weights are touched, so cards can be read without it
+    import torch
 
 CARD_KEY = "liverseg_model_card"
 FORMAT_VERSION = 1
@@ -29,7 +31,7 @@ class ModelFileError(RuntimeError):
 class LoadedModel:
     """A validated network in eval mode plus the card it came with."""
 
-    network: torch.nn.Module
+    network: "torch.nn.Module"
     card: dict
     path: Path | None
 
@@ -92,7 +94,7 @@ def validate_card(card: dict) -> None:
         raise ModelFileError("The model card's window or spacing is invalid.")
 
 
-def save_model(path: str | Path, network: torch.nn.Module, card: dict) -> Path:
+def save_model(path: str | Path, network: "torch.nn.Module", card: dict) -> Path:
     """Write weights and card into one safetensors file (written to a temporary name, then renamed)."""
     from safetensors.torch import save_file
 
@@ -106,17 +108,29 @@ def save_model(path: str | Path, network: torch.nn.Module, card: dict) -> Path:
     return path
 
 
+def _safetensors_metadata(path: Path) -> dict:
+    """The ``__metadata__`` of a safetensors file, read from its header (8-byte length + JSON): no torch needed."""
+    try:
+        with path.open("rb") as f:
+            size_bytes = f.read(8)
+            if len(size_bytes) != 8:
+                raise ValueError("file too short")
+            (size,) = struct.unpack("<Q", size_bytes)
+            if size > 100 * 2**20 or size > path.stat().st_size:
+                raise ValueError("header length out of range")
+            header = json.loads(f.read(size))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{path} is not a valid safetensors model file ({exc}).") from exc
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{path} is not a valid safetensors model file (bad header).")
+    return header.get("__metadata__") or {}
+
+
 def read_card(path: str | Path) -> dict:
-    """The card of a model file without loading its weights."""
+    """The card of a model file without loading its weights (works without torch)."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-        except Exception as exc:  # safetensors raises several types for corrupt headers
-            raise ModelFileError(f"{path} is not a valid safetensors model file ({exc}).") from exc
+        meta = _safetensors_metadata(path)
         if CARD_KEY not in meta:
             raise ModelFileError(f"{path} has no liverseg model card; export it with 'liverseg-train export'.")
         try:
@@ -132,8 +146,12 @@ def read_card(path: str | Path) -> dict:
     return card
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+def load_model(path: str | Path, device: "str | torch.device" = "cpu") -> LoadedModel:
     """Load, validate and rebuild a model; any problem becomes one clear :class:`ModelFileError`."""
+    import torch
+
+    from .networks import build_network
+
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"Model file {path} does not exist.")

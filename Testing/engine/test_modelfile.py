@@ -86,3 +86,18 @@ def test_pickled_malicious_file_is_refused_without_running_code(tmp_path, monkey
 def test_missing_card_and_unknown_names():
     with pytest.raises(ModelFileError, match="neither a bundled model"):
         resolve_model_path("no-such-model")
+
+
+def test_cards_and_input_checks_work_without_torch(tmp_path):
+    """The Slicer panel shows model cards and checks input before torch is installed."""
+    import subprocess
+    import sys
+
+    net = build_network("unet", PARAMS)
+    card = make_card(name="m", version="1", architecture="unet", network=PARAMS, preprocessing=PreprocessingSpec())
+    path = save_model(tmp_path / "m.safetensors", net, card)
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from liverseg.modelfile import read_card\nimport liverseg.checks, liverseg.labels, liverseg.registry\n"
+            f"print(read_card(r'{path}')['name'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "m", out.stderr
