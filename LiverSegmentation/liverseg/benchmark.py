@@ -60,6 +60,16 @@ def real_ct_at_shape(path, shape) -> tuple[np.ndarray, np.ndarray, tuple[float, 
     return vol, m, spacing
 
 
+def network_gflops(network: torch.nn.Module, shape: tuple[int, ...]) -> float:
+    """Forward GFLOPs of the network for one input of ``shape`` (C, H, W) or (C, D, H, W), counted by torch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        network(torch.zeros((1, *shape)))
+    return counter.get_total_flops() / 1e9
+
+
 def run_benchmark(shape=(200, 512, 512), device: str = "auto", model=None, repeats: int = 1, input_path=None) -> dict:
     """Stage timings; the volume is a real CT resampled to ``shape`` when ``input_path`` is given, else a phantom."""
     from .pipeline import Segmenter
@@ -80,6 +90,11 @@ def run_benchmark(shape=(200, 512, 512), device: str = "auto", model=None, repea
         if best is None or result.timings["total"] < best.timings["total"]:
             best = result
     inference = best.timings["inference"]
+    spec = seg.model.preprocessing
+    side = 256  # a 2 mm grid of 256 x 256 pixels covers a 512 mm field of view
+    probe = (1, *spec.patch_size) if spec.volumetric else (spec.in_channels, side, side)
+    gflops_probe = network_gflops(seg.model.network.cpu(), probe)
+    total_gflops = gflops_probe / float(np.prod(probe[1:])) * seg.predictor.pixels_run
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return {
         "input": str(input_path) if input_path else "synthetic phantom",
@@ -90,5 +105,8 @@ def run_benchmark(shape=(200, 512, 512), device: str = "auto", model=None, repea
         "slices": shape[0], "slices_per_s": round(shape[0] / best.timings["total"], 2),
         "inference_slices_per_s": round(shape[0] / inference, 2),
         "peak_rss_mb": round(peak_rss, 1),
+        "network_gflops_per_input": {"input": list(probe), "gflops": round(gflops_probe, 2)},
+        "network_gflops_total": round(total_gflops, 3),
+        "achieved_gflops_per_s": round(total_gflops / inference, 1),
         "torch": torch.__version__,
     }

@@ -49,6 +49,7 @@ class SlicePredictor:
         self.device = device
         self.options = options or InferenceOptions()
         self.network = model.network.to(device)
+        self.pixels_run = 0  # network input pixels (voxels for 3D) of the latest volume, for throughput figures
         self.channels_last = device.type == "cpu" and not self.spec.volumetric
         if self.channels_last:
             self.network = self.network.to(memory_format=torch.channels_last)
@@ -67,6 +68,7 @@ class SlicePredictor:
 
     def _forward_batched(self, x: torch.Tensor) -> torch.Tensor:
         """Forward in batches; on GPU out-of-memory halve the batch, and at batch 1 fall back to the CPU."""
+        self.pixels_run += x.shape[0] * int(np.prod(x.shape[2:]))
         while True:
             try:
                 outs = [self._forward(x[i:i + self.options.batch_size]).cpu() for i in range(0, len(x), self.options.batch_size)]
@@ -167,6 +169,7 @@ class SlicePredictor:
                 report: Reporter | None = None) -> ProbabilityMaps:
         """Probabilities on the native grid of a canonical (slices, rows, columns) HU volume, spacing (dz, dy, dx) mm."""
         report = report or Reporter()
+        self.pixels_run = 0
         pre = self.preprocess(volume_hu, spacing[1:])
         report.check()
         probs, z_range, window, run = self._infer(pre, spacing[0], report.stage(0.0, 0.9))

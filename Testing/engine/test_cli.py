@@ -120,3 +120,21 @@ def test_info_and_help_run_as_console_scripts():
     assert out.returncode == 0 and "segment" in out.stdout and "benchmark" in out.stdout
     out = subprocess.run([sys.executable, "-m", "liverseg", "info"], capture_output=True, text=True)
     assert out.returncode == 0 and "devices:" in out.stdout
+
+
+def test_benchmark_reports_every_stage(tiny_model_path, capsys):
+    code, stdout, err = run(capsys, "benchmark", "--shape", "64x64x12", "--model", tiny_model_path, "--device", "cpu")
+    assert code == 0, err
+    out = json.loads(stdout)
+    assert {"inference", "postprocessing", "total"} <= set(out["stages_s"])
+    assert out["shape_kji"] == [12, 64, 64] and out["peak_rss_mb"] > 0 and out["network_gflops_total"] > 0
+
+
+def test_overlay_png(tmp_path, ct_file, capsys):
+    lab = tmp_path / "lab.nii.gz"
+    code, stdout, err = run(capsys, "overlay", ct_file, lab, tmp_path / "o.png", "--reference", lab)
+    assert code == 0, err
+    from skimage.io import imread
+
+    img = imread(tmp_path / "o.png")
+    assert img.ndim == 3 and img.shape[2] == 3 and img.shape[0] >= 384
