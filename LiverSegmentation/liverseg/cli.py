@@ -239,25 +239,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def run_cli(func, args, prog: str) -> int:
+    """Run a subcommand: one clear line on stderr and a non-zero exit code on any error (traceback with --debug)."""
+    from .progress import Cancelled
+
+    try:
+        return int(func(args) or 0)
+    except (KeyboardInterrupt, Cancelled) as exc:
+        print(f"{prog}: cancelled{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
+        return EXIT_CANCELLED
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="liverseg: %(levelname)s: %(message)s")
-    from .progress import Cancelled
-
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("liverseg: cancelled", file=sys.stderr)
-        return EXIT_CANCELLED
-    except Cancelled as exc:
-        print(f"liverseg: {exc}", file=sys.stderr)
-        return EXIT_CANCELLED
-    except Exception as exc:  # one clear line unless --debug
-        if args.debug:
-            raise
-        print(f"liverseg: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    return run_cli(args.func, args, "liverseg")
 
 
 if __name__ == "__main__":

@@ -83,24 +83,23 @@ def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing) -> tuple[np.nd
     return dt_r[p], dt_p[r]
 
 
-def hd95(pred, ref, spacing) -> float:
-    """95th-percentile symmetric Hausdorff distance in mm (max of both directed 95th percentiles)."""
+def _surface_statistic(pred, ref, spacing, statistic) -> float:
+    """0 when both masks are empty, inf when only one is, else ``statistic`` of the two directed distance sets."""
     if not np.any(pred) and not np.any(ref):
         return 0.0
     if not np.any(pred) or not np.any(ref):
         return math.inf
-    a, b = surface_distances(pred, ref, spacing)
-    return float(max(np.percentile(a, 95), np.percentile(b, 95)))
+    return float(statistic(*surface_distances(pred, ref, spacing)))
+
+
+def hd95(pred, ref, spacing) -> float:
+    """95th-percentile symmetric Hausdorff distance in mm (max of both directed 95th percentiles)."""
+    return _surface_statistic(pred, ref, spacing, lambda a, b: max(np.percentile(a, 95), np.percentile(b, 95)))
 
 
 def assd(pred, ref, spacing) -> float:
     """Average symmetric surface distance in mm."""
-    if not np.any(pred) and not np.any(ref):
-        return 0.0
-    if not np.any(pred) or not np.any(ref):
-        return math.inf
-    a, b = surface_distances(pred, ref, spacing)
-    return float((a.sum() + b.sum()) / (len(a) + len(b)))
+    return _surface_statistic(pred, ref, spacing, lambda a, b: (a.sum() + b.sum()) / (len(a) + len(b)))
 
 
 def lesion_detection(pred: np.ndarray, ref: np.ndarray, min_overlap: float = 0.0) -> dict:

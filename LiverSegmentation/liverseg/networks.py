@@ -19,16 +19,25 @@ def _norm(channels: int) -> nn.Module:
     return nn.GroupNorm(num_groups=min(8, channels), num_channels=channels)
 
 
-class DoubleConv(nn.Module):
-    """Two 3x3 convolutions with normalisation and ReLU (the plain U-Net block)."""
+# Layers per dimensionality: convolution, transposed convolution, dropout, max pooling.
+_OPS = {2: (nn.Conv2d, nn.ConvTranspose2d, nn.Dropout2d, F.max_pool2d),
+        3: (nn.Conv3d, nn.ConvTranspose3d, nn.Dropout3d, F.max_pool3d)}
 
-    def __init__(self, cin: int, cout: int, dropout: float = 0.0):
+
+def _two_convs(cin: int, cout: int, dropout: float, dims: int, final_relu: bool) -> nn.Sequential:
+    """conv-norm-ReLU-(dropout)-conv-norm(-ReLU): the body of both block types."""
+    conv, _, drop, _ = _OPS[dims]
+    layers = [conv(cin, cout, 3, padding=1, bias=False), _norm(cout), nn.ReLU(inplace=True),
+              drop(dropout) if dropout > 0 else nn.Identity(), conv(cout, cout, 3, padding=1, bias=False), _norm(cout)]
+    return nn.Sequential(*layers, *([nn.ReLU(inplace=True)] if final_relu else []))
+
+
+class DoubleConv(nn.Module):
+    """Two 3x3(x3) convolutions with normalisation and ReLU (the plain U-Net block)."""
+
+    def __init__(self, cin: int, cout: int, dropout: float = 0.0, dims: int = 2):
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, padding=1, bias=False), _norm(cout), nn.ReLU(inplace=True),
-            nn.Dropout2d(dropout) if dropout > 0 else nn.Identity(),
-            nn.Conv2d(cout, cout, 3, padding=1, bias=False), _norm(cout), nn.ReLU(inplace=True),
-        )
+        self.body = _two_convs(cin, cout, dropout, dims, final_relu=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -37,78 +46,40 @@ class DoubleConv(nn.Module):
 class ResidualBlock(nn.Module):
     """Pre-activation residual block: (norm, ReLU, conv) x2 plus a 1x1 projection shortcut when widths differ."""
 
-    def __init__(self, cin: int, cout: int, dropout: float = 0.0):
+    def __init__(self, cin: int, cout: int, dropout: float = 0.0, dims: int = 2):
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, padding=1, bias=False), _norm(cout), nn.ReLU(inplace=True),
-            nn.Dropout2d(dropout) if dropout > 0 else nn.Identity(),
-            nn.Conv2d(cout, cout, 3, padding=1, bias=False), _norm(cout),
-        )
-        self.shortcut = nn.Identity() if cin == cout else nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), _norm(cout))
+        conv = _OPS[dims][0]
+        self.body = _two_convs(cin, cout, dropout, dims, final_relu=False)
+        self.shortcut = nn.Identity() if cin == cout else nn.Sequential(conv(cin, cout, 1, bias=False), _norm(cout))
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.body(x) + self.shortcut(x))
 
 
-class UNet2D(nn.Module):
-    """Encoder-decoder with skip connections; ``block`` decides plain or residual levels."""
+class UNet(nn.Module):
+    """Encoder-decoder with skip connections; ``block`` decides plain or residual levels, ``dims`` 2D or 3D
+    (the 3D variant is the volumetric U-Net of Cicek et al., MICCAI 2016, for patches)."""
 
     def __init__(self, in_channels: int, out_channels: int, base_channels: int = 16, depth: int = 4,
-                 block: Callable[..., nn.Module] = DoubleConv, dropout: float = 0.0):
+                 block: Callable[..., nn.Module] = DoubleConv, dropout: float = 0.0, dims: int = 2):
         super().__init__()
         if depth < 1 or base_channels < 4:
             raise ValueError("depth must be >= 1 and base_channels >= 4")
+        conv, up, _, self._pool = _OPS[dims]
         widths = [base_channels * 2 ** d for d in range(depth + 1)]
         self.depth = depth
-        self.encoders = nn.ModuleList([block(in_channels, widths[0])])
-        self.encoders.extend(block(widths[d - 1], widths[d], dropout if d == depth else 0.0) for d in range(1, depth + 1))
-        self.ups = nn.ModuleList(nn.ConvTranspose2d(widths[d + 1], widths[d], 2, stride=2) for d in reversed(range(depth)))
-        self.decoders = nn.ModuleList(block(2 * widths[d], widths[d]) for d in reversed(range(depth)))
-        self.head = nn.Conv2d(widths[0], out_channels, 1)
+        self.encoders = nn.ModuleList([block(in_channels, widths[0], dims=dims)])
+        self.encoders.extend(block(widths[d - 1], widths[d], dropout if d == depth else 0.0, dims=dims)
+                             for d in range(1, depth + 1))
+        self.ups = nn.ModuleList(up(widths[d + 1], widths[d], 2, stride=2) for d in reversed(range(depth)))
+        self.decoders = nn.ModuleList(block(2 * widths[d], widths[d], dims=dims) for d in reversed(range(depth)))
+        self.head = conv(widths[0], out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         for level, enc in enumerate(self.encoders):
-            x = enc(x if level == 0 else F.max_pool2d(x, 2))
-            skips.append(x)
-        skips.pop()
-        for up, dec in zip(self.ups, self.decoders):
-            x = dec(torch.cat([up(x), skips.pop()], dim=1))
-        return self.head(x)
-
-
-class DoubleConv3D(nn.Module):
-    """Two 3x3x3 convolutions with normalisation and ReLU (the 3D U-Net block)."""
-
-    def __init__(self, cin: int, cout: int, dropout: float = 0.0):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv3d(cin, cout, 3, padding=1, bias=False), nn.GroupNorm(min(8, cout), cout), nn.ReLU(inplace=True),
-            nn.Dropout3d(dropout) if dropout > 0 else nn.Identity(),
-            nn.Conv3d(cout, cout, 3, padding=1, bias=False), nn.GroupNorm(min(8, cout), cout), nn.ReLU(inplace=True),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-
-class UNet3D(nn.Module):
-    """Volumetric U-Net (Cicek et al., MICCAI 2016) for patch training and sliding-window inference."""
-
-    def __init__(self, in_channels: int, out_channels: int, base_channels: int = 8, depth: int = 3, dropout: float = 0.0):
-        super().__init__()
-        widths = [base_channels * 2 ** d for d in range(depth + 1)]
-        self.encoders = nn.ModuleList([DoubleConv3D(in_channels, widths[0])])
-        self.encoders.extend(DoubleConv3D(widths[d - 1], widths[d], dropout if d == depth else 0.0) for d in range(1, depth + 1))
-        self.ups = nn.ModuleList(nn.ConvTranspose3d(widths[d + 1], widths[d], 2, stride=2) for d in reversed(range(depth)))
-        self.decoders = nn.ModuleList(DoubleConv3D(2 * widths[d], widths[d]) for d in reversed(range(depth)))
-        self.head = nn.Conv3d(widths[0], out_channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
-        for level, enc in enumerate(self.encoders):
-            x = enc(x if level == 0 else F.max_pool3d(x, 2))
+            x = enc(x if level == 0 else self._pool(x, 2))
             skips.append(x)
         skips.pop()
         for up, dec in zip(self.ups, self.decoders):
@@ -118,9 +89,9 @@ class UNet3D(nn.Module):
 
 # The declarative table: architecture name -> builder. A model card names one of these and its parameters.
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
-    "unet": lambda **p: UNet2D(block=DoubleConv, **p),
-    "resunet": lambda **p: UNet2D(block=ResidualBlock, **p),
-    "unet3d": lambda **p: UNet3D(**p),
+    "unet": lambda **p: UNet(block=DoubleConv, **p),
+    "resunet": lambda **p: UNet(block=ResidualBlock, **p),
+    "unet3d": lambda **p: UNet(block=DoubleConv, dims=3, **p),
 }
 VOLUMETRIC = {"unet3d"}  # architectures that take (N, C, D, H, W) patches
 _ALLOWED_PARAMS = {"in_channels": int, "out_channels": int, "base_channels": int, "depth": int, "dropout": float}

@@ -220,18 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from liverseg.cli import run_cli
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(asctime)s %(message)s")
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("liverseg-train: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
-    except Exception as exc:
-        if args.debug:
-            raise
-        print(f"liverseg-train: error: {exc}", file=sys.stderr)
-        return 1
+    return run_cli(args.func, args, "liverseg-train")
 
 
 if __name__ == "__main__":
