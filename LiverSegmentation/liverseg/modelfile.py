@@ -104,6 +104,7 @@ def save_model(path: str | Path, network: "torch.nn.Module", card: dict) -> Path
     state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(state, str(tmp), metadata={CARD_KEY: json.dumps(card)})
+    tmp.chmod(0o644)
     tmp.replace(path)
     return path
 
