@@ -67,7 +67,9 @@ def cmd_segment(args) -> int:
             raise InputError(f"{inp} does not exist.")
     for t in targets:  # refuse before spending minutes on inference
         check_output_path(t, args.overwrite)
-    segmenter = Segmenter(args.model, args.device, threads=args.threads)
+    from .inference import InferenceOptions
+
+    segmenter = Segmenter(args.model, args.device, InferenceOptions(roi=not args.full_scan), threads=args.threads)
     post = PostprocessConfig(enabled=not args.no_postprocessing)
     summaries = []
     for inp, target in zip(inputs, targets):
@@ -199,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     s.add_argument("--no-tumor", action="store_true", help="liver only")
     s.add_argument("--no-postprocessing", action="store_true", help="raw network output (no largest component etc.)")
+    s.add_argument("--full-scan", action="store_true",
+                   help="run the network on every slice over the whole field of view instead of finding the liver first (slower)")
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
     s.add_argument("--allow-non-hu", action="store_true", help="skip the check that intensities are CT Hounsfield units")
     s.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
