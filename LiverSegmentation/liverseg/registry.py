@@ -25,7 +25,7 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
         BundledModel("liver-resunet", "liver-resunet.safetensors", "2.5D residual U-Net, liver + liver tumor"),
     ]
 }
-DEFAULT_MODEL = "liver-resunet"
+DEFAULT_MODEL = "liver-unet"  # won leave-one-case-out on both expert-labelled cases (README, Models)
 
 
 def resolve_model_path(name_or_path: str | Path | None) -> Path:

@@ -21,7 +21,7 @@ buf = QBuffer(); buf.setData(QByteArray(ui.encode())); buf.open(QIODevice.ReadOn
 w = QUiLoader().load(buf)
 f = lambda n: w.findChild(object, n)
 f("inputVolumeSelector").addItem("LiTS117 CT")
-for m in ["liver-resunet (default)", "liver-unet", "Load model file..."]: f("modelComboBox").addItem(m)
+for m in ["liver-unet (default)", "liver-resunet", "Load model file..."]: f("modelComboBox").addItem(m)
 f("modelInfoLabel").setText(sys.argv[3])
 for d in ["auto", "GPU (cuda)", "cpu"]: f("deviceComboBox").addItem(d)
 f("outputSegmentationSelector").addItem("LiTS117 CT liver segmentation")
