@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from liverseg.cli import ProgressBar
 from liverseg.inference import InferenceOptions, make_predictor
 from liverseg.modelfile import LoadedModel, make_card, save_model
 from liverseg.networks import VOLUMETRIC, build_network, count_parameters
@@ -331,7 +332,8 @@ def train(cfg: TrainConfig) -> Path:
         epoch = state["epoch"]
         t0 = time.time()
         losses, inter, denom = [], torch.zeros(2), torch.zeros(2)
-        for _ in range(steps_per_epoch):
+        bar = ProgressBar(f"epoch {epoch + 1}/{cfg.epochs}", enabled=rank == 0)
+        for step in range(steps_per_epoch):
             image, label = sampler.batch(cfg.batch_size)
             image, target = image.to(device), targets_from_label(label).to(device)
             with torch.autocast(device.type, dtype=torch.float16, enabled=cfg.amp and device.type == "cuda"):
@@ -343,6 +345,7 @@ def train(cfg: TrainConfig) -> Path:
             scaler.update()
             sched.step()
             losses.append(loss.item())
+            bar((step + 1) / steps_per_epoch, f"loss {np.mean(losses):.3f}")
             with torch.no_grad():
                 pred = (logits.float() > 0).float()
                 dims = _reduce_dims(pred)
