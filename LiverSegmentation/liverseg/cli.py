@@ -99,7 +99,7 @@ def cmd_evaluate(args) -> int:
     import numpy as np
 
     from .io import read_image
-    from .metrics import evaluate_labelmaps
+    from .metrics import evaluate_labelmaps, json_safe
 
     pred, ref = read_image(args.prediction), read_image(args.reference)
     if pred.array.shape != ref.array.shape:
@@ -113,7 +113,7 @@ def cmd_evaluate(args) -> int:
     for k in keys + ["detection_recall", "detection_precision", "reference_lesions", "predicted_lesions"]:
         if any(k in result[s] for s in result):
             print(f"{k:<20}" + "".join(f"{_fmt(result[s].get(k, '')):>12}" for s in result))
-    clean = json.loads(json.dumps(result, default=float).replace("Infinity", "null"))
+    clean = json_safe(result)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(clean, indent=1))
     else:

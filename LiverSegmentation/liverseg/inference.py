@@ -6,6 +6,7 @@ CT this skips most slices and most of each slice, which is where the speed comes
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ class InferenceOptions:
 
 @dataclass
 class ProbabilityMaps:
-    """Liver and tumor probabilities on the canonical native grid (uint8, 0..255), plus what was computed."""
+    """Liver and tumor probabilities (uint8, 0..255) on the grid that was asked for, plus what was computed."""
 
     liver: np.ndarray
     tumor: np.ndarray
@@ -47,7 +48,7 @@ class SlicePredictor:
         self.model = model
         self.spec = model.preprocessing
         self.device = device
-        self.options = options or InferenceOptions()
+        self.options = dataclasses.replace(options) if options else InferenceOptions()  # OOM handling edits it
         self.network = model.network.to(device)
         self.pixels_run = 0  # network input pixels (voxels for 3D) of the latest volume, for throughput figures
         self.channels_last = device.type == "cpu" and not self.spec.volumetric
@@ -148,11 +149,15 @@ class SlicePredictor:
         report(1.0)
         return liver, tumor
 
-    def predict_preprocessed(self, pre: torch.Tensor, dz: float, report: Reporter | None = None) -> ProbabilityMaps:
-        """Probabilities on the network grid for an already windowed and resampled (Z, H, W) volume (training uses this)."""
+    def predict_preprocessed(self, pre: torch.Tensor, dz: float, report: Reporter | None = None,
+                             native_shape: tuple[int, int, int] | None = None) -> ProbabilityMaps:
+        """Probabilities for an already windowed and resampled (Z, H, W) volume, on the network grid or, with
+        ``native_shape``, resized back to that (Z, rows, columns) grid. Training's validation calls this directly."""
         report = report or Reporter()
+        self.pixels_run = 0
         probs, z_range, window, run = self._infer(pre, dz, report.stage(0.0, 0.9))
-        liver, tumor = self._paste(probs, z_range, window, tuple(pre.shape[1:]), tuple(pre.shape), report.stage(0.9, 1.0))
+        liver, tumor = self._paste(probs, z_range, window, tuple(pre.shape[1:]), native_shape or tuple(pre.shape),
+                                   report.stage(0.9, 1.0))
         return ProbabilityMaps(liver=liver, tumor=tumor, slices_run=run, roi_slices=z_range)
 
     def preprocess(self, volume_hu: np.ndarray, spacing_yx: tuple[float, float]) -> torch.Tensor:
@@ -169,14 +174,9 @@ class SlicePredictor:
                 report: Reporter | None = None) -> ProbabilityMaps:
         """Probabilities on the native grid of a canonical (slices, rows, columns) HU volume, spacing (dz, dy, dx) mm."""
         report = report or Reporter()
-        self.pixels_run = 0
         pre = self.preprocess(volume_hu, spacing[1:])
         report.check()
-        probs, z_range, window, run = self._infer(pre, spacing[0], report.stage(0.0, 0.9))
-        work_hw = tuple(pre.shape[1:])
-        del pre
-        liver, tumor = self._paste(probs, z_range, window, work_hw, volume_hu.shape, report.stage(0.9, 1.0))
-        return ProbabilityMaps(liver=liver, tumor=tumor, slices_run=run, roi_slices=z_range)
+        return self.predict_preprocessed(pre, spacing[0], report, native_shape=tuple(volume_hu.shape))
 
 
 class VolumePredictor(SlicePredictor):

@@ -153,6 +153,19 @@ def global_dice(cases: list[dict], structure: str) -> float:
     return _ratio(2 * tp, 2 * tp + fp + fn)
 
 
+def json_safe(obj):
+    """Metrics as plain JSON: numpy scalars become Python numbers, inf/NaN (e.g. HD95 of an empty mask) become None."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def labelmap_statistics(labelmap: np.ndarray, voxel_mm3: float) -> dict:
     """Liver volume (tumors included), tumor count and volume, tumor burden: what the GUI and CLI summarise."""
     liver_vox = int(np.count_nonzero(labelmap >= LIVER))

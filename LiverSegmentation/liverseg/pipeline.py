@@ -114,11 +114,11 @@ def segment(image: np.ndarray | str | Path, ijk_to_ras: np.ndarray | None = None
         _CACHE[key] = Segmenter(model, device)
     seg = _CACHE[key]
     kwargs = dict(tumor=tumor, postprocessing=postprocessing, progress=progress, cancel=cancel, allow_non_hu=allow_non_hu)
-    if isinstance(image, (str, Path)):
-        from .io import check_output_path, write_labelmap
+    from .io import ImageData, check_output_path, write_labelmap
 
-        if output is not None:
-            check_output_path(output, overwrite)
+    if output is not None:  # refuse before spending time on inference
+        check_output_path(output, overwrite)
+    if isinstance(image, (str, Path)):
         result, ref = seg.segment_file(image, **kwargs)
         if output is not None:
             write_labelmap(output, result.labelmap, ref, overwrite=overwrite)
@@ -127,7 +127,5 @@ def segment(image: np.ndarray | str | Path, ijk_to_ras: np.ndarray | None = None
         raise ValueError("An in-memory array needs its 4x4 ijk_to_ras matrix.")
     result = seg.segment(image, ijk_to_ras, **kwargs)
     if output is not None:
-        from .io import ImageData, write_labelmap
-
         write_labelmap(output, result.labelmap, ImageData.from_array(np.asarray(image), ijk_to_ras), overwrite=overwrite)
     return result

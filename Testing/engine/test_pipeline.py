@@ -75,3 +75,17 @@ def test_roi_and_full_pass_agree_inside_the_roi(segmenter, phantom):
     vol, _, m = phantom
     full = Segmenter(segmenter.model, "cpu", InferenceOptions(roi=False)).segment(vol, m, postprocessing=PostprocessConfig(enabled=False))
     assert full.labelmap.shape == vol.shape
+
+
+def test_in_memory_segment_refuses_an_existing_output_before_inference(tiny_model_path, phantom, tmp_path, monkeypatch):
+    import liverseg
+    from liverseg import InputError
+    from liverseg.pipeline import Segmenter as S
+
+    vol, _, m = phantom
+    out = tmp_path / "exists.nii.gz"
+    out.write_bytes(b"keep me")
+    monkeypatch.setattr(S, "segment", lambda *a, **k: pytest.fail("inference ran before the output check"))
+    with pytest.raises(InputError, match="overwrite"):
+        liverseg.segment(vol, m, model=tiny_model_path, device="cpu", output=out)
+    assert out.read_bytes() == b"keep me"

@@ -131,3 +131,11 @@ def test_postprocess_keeps_the_input_grid_and_ignores_empty_input():
     empty = np.zeros((4, 8, 8), bool)
     lv, tu = postprocess(empty, empty, (1.0, 1.0, 1.0))
     assert lv.shape == empty.shape and not lv.any() and not tu.any()
+
+
+def test_json_safe_turns_non_finite_metrics_into_null():
+    import json
+
+    out = metrics.json_safe({"hd95_mm": math.inf, "rvd": np.float64(-0.5), "x": [np.nan, np.int64(3)]})
+    assert out == {"hd95_mm": None, "rvd": -0.5, "x": [None, 3]}
+    json.dumps(out, allow_nan=False)  # strict JSON

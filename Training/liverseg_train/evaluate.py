@@ -12,19 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from liverseg.metrics import evaluate_labelmaps, global_dice
+from liverseg.metrics import evaluate_labelmaps, global_dice, json_safe
 from liverseg.overlay import save_overlay
 from liverseg.pipeline import Segmenter
 
 from .datasets import CaseSource
 
 log = logging.getLogger("liverseg.train")
-
-
-def _clean(v):
-    if isinstance(v, float) and (math.isinf(v) or math.isnan(v)):
-        return None
-    return v
 
 
 def crop_to_label(image, label: np.ndarray, margin_mm: float):
@@ -72,19 +66,10 @@ def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Pa
     if tumor_cases:
         summary["tumor_dice_mean"] = float(np.mean([c["tumor"]["dice"] for c in tumor_cases]))
         summary["tumor_dice_global"] = global_dice(tumor_cases, "tumor")
-    clean = json.loads(json.dumps(summary, default=float), parse_constant=lambda c: None)
-    clean = _walk(clean)
+    clean = json_safe(summary)
     (out_dir / "metrics.json").write_text(json.dumps(clean, indent=1))
     write_report(clean, out_dir)
     return clean
-
-
-def _walk(obj):
-    if isinstance(obj, dict):
-        return {k: _walk(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_walk(v) for v in obj]
-    return _clean(obj)
 
 
 def _num(v, fmt="{:.4f}"):
