@@ -6,6 +6,7 @@ CT this skips most slices and most of each slice, which is where the speed comes
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -49,7 +50,9 @@ class SlicePredictor:
         self.spec = model.preprocessing
         self.device = device
         self.options = dataclasses.replace(options) if options else InferenceOptions()  # OOM handling edits it
-        self.network = model.network.to(device)
+        # A copy: moving to a device or to channels-last works in place, and the caller's network (training's
+        # live model during validation) must stay as it was given.
+        self.network = copy.deepcopy(model.network).to(device)
         self.pixels_run = 0  # network input pixels (voxels for 3D) of the latest volume, for throughput figures
         self.channels_last = device.type == "cpu" and not self.spec.volumetric
         if self.channels_last:

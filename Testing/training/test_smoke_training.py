@@ -85,6 +85,43 @@ def test_ddp_with_two_cpu_processes(prepared, tmp_path):
     assert (tmp_path / "ddp" / "smoke.safetensors").exists()
 
 
+def test_ddp_stops_together_on_early_stopping(prepared, tmp_path):
+    """Only rank 0 validates; with patience 1 it stops early, and rank 1 must stop too instead of waiting in the
+    next epoch's all-reduce for ever (the process would hang until the timeout)."""
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(json.dumps(_config(prepared, tmp_path / "ddp_es", epochs=30, samples_per_epoch=16, lr=0.0,
+                                           val_cases=["syn3"], validate_every=1, patience=1)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "liverseg_train", "train", "--config", str(cfg_path)],
+                          capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = (tmp_path / "ddp_es" / "log.csv").read_text().strip().splitlines()
+    assert len(rows) - 1 < 30 and "Early stopping" in proc.stderr  # lr 0: validation never improves after epoch 1
+
+
+def test_validation_leaves_the_training_network_as_it_was(prepared):
+    """The engine's predictor works on a copy: validation must not move the live network or change its layout."""
+    import torch
+
+    from liverseg.networks import build_network
+    from liverseg.preprocessing import PreprocessingSpec
+    from liverseg_train.prepare import load_prepared
+    from liverseg_train.train import TrainConfig, card_for, validate
+
+    manifest, arrays = load_prepared(prepared / "prepared")
+    cfg = TrainConfig.from_dict(_config(prepared, prepared / "unused"))
+    spec = PreprocessingSpec.from_dict(manifest["preprocessing"])
+    card = card_for(cfg, spec, manifest, ["syn0"])
+    net = build_network(cfg.architecture, card["network"]).train()
+    before = {k: (v.clone(), v.stride()) for k, v in net.state_dict().items()}
+    validate(net, card, arrays, ["syn3"], torch.device("cpu"))
+    after = net.state_dict()
+    assert net.training
+    for k, (v, stride) in before.items():
+        assert torch.equal(after[k], v) and after[k].stride() == stride, k
+
+
 def test_3d_unet_trains_on_patches_and_segments_with_sliding_windows(prepared, tmp_path):
     from liverseg import Segmenter
     from liverseg.inference import VolumePredictor

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from liverseg_train.augment import AugmentConfig, geometric, intensity
+from liverseg_train.augment import AugmentConfig, geometric, intensity, reconstruction_kernel, tissue_contrast
 from liverseg_train.splits import holdout_split, kfold_splits, leave_one_out_splits
-from liverseg_train.synthetic_tumors import TumorSynthesisConfig, insert_tumors
+from liverseg_train.synthetic_tumors import TumorSynthesisConfig, insert_look_alikes, insert_tumors
 
 
 def _patients():
@@ -75,3 +75,89 @@ def test_synthetic_tumors_stay_inside_the_liver_and_change_the_image():
             assert (shift < -0.01) if hypo else (shift > 0.01), (seed, shift)
     img, lab = insert_tumors(stack, np.zeros_like(label), 2.0, 2.5, rng)
     assert not (lab == 2).any()  # no liver, no lesion
+
+
+def _liver_stack(value: float = 0.4):
+    stack = np.full((3, 80, 80), 0.1, np.float32)
+    label = np.zeros((3, 80, 80), np.uint8)
+    label[:, 20:60, 15:65] = 1
+    stack[label == 1] = value
+    return stack, label
+
+
+def test_lesion_spectrum_covers_large_rim_edge_and_confluent_lesions():
+    stack, label = _liver_stack()
+    cfg = TumorSynthesisConfig(radius_mm=(20, 40), hypo_probability=1.0, iso_probability=0.0, rim_probability=1.0,
+                               edge_probability=1.0, max_lesions=1)
+    img, lab = insert_tumors(stack, label, 2.0, 2.5, np.random.default_rng(3), cfg)
+    tumor = lab[1] == 2
+    assert tumor.sum() * 4 > 400  # a large lesion (> 400 mm² in this slice)
+    edge = np.zeros_like(tumor)
+    edge[20, 15:65] = edge[59, 15:65] = edge[20:60, 15] = edge[20:60, 64] = True
+    assert (tumor & edge).any()  # centred on the liver's edge: subcapsular
+    from scipy import ndimage
+    core = ndimage.binary_erosion(tumor, iterations=4)
+    rim = tumor & ~ndimage.binary_erosion(tumor, iterations=2)
+    assert img[1][rim].mean() > img[1][core].mean() + 0.02
+    confluent = TumorSynthesisConfig(radius_mm=(4, 6), confluent_probability=1.0, edge_probability=0.0, max_lesions=3)
+    labels = [ndimage.label(insert_tumors(stack, label, 2.0, 2.5, np.random.default_rng(s), confluent)[1][1] == 2)[1]
+              for s in range(10)]
+    assert min(labels) >= 1 and np.mean(labels) < 2  # clustered lesions merge into one or two blobs
+
+
+def test_look_alikes_are_water_density_and_never_tumor():
+    stack, label = _liver_stack(0.33)  # liver at about 65 HU in the default window
+    cfg = TumorSynthesisConfig(cyst_probability=1.0, gallbladder_probability=0.0)
+    water = ((-5 + 100) / 500, (20 + 100) / 500)
+    for seed in range(5):
+        img, lab = insert_look_alikes(stack, label, 2.0, 2.5, np.random.default_rng(seed), cfg)
+        assert np.array_equal(lab, label)  # cysts stay liver
+        changed = np.abs(img - stack) > 0.05
+        assert changed.any() and water[0] - 0.05 < img[changed].mean() < water[1] + 0.05
+    cfg = TumorSynthesisConfig(cyst_probability=0.0, gallbladder_probability=1.0)
+    img, lab = insert_look_alikes(stack, label, 2.0, 2.5, np.random.default_rng(1), cfg)
+    carved = (label == 1) & (lab == 0)
+    assert carved.any() and not (lab == 2).any()  # the pouch is background, never tumor
+    assert water[0] - 0.05 < img[carved].mean() < water[1] + 0.05
+
+
+def test_tissue_contrast_is_monotone_and_kernels_blur_or_sharpen():
+    gen = torch.Generator().manual_seed(0)
+    ramp = torch.linspace(0, 1, 200).repeat(4, 1, 1, 1)
+    out = tissue_contrast(ramp, 0.1, gen)
+    assert (out.diff(dim=-1) >= -1e-6).all() and not torch.allclose(out, ramp)
+    edge = torch.zeros(64, 1, 16, 16)
+    edge[..., 8:] = 0.5
+    out = reconstruction_kernel(edge, 1.0, gen)
+    soft = out[:, 0, 8, 7] > 0.01  # blurred across the edge
+    sharp = out[:, 0, 8, 8] > 0.5 + 1e-3  # overshoot at the edge
+    assert soft.any() and sharp.any() and not (soft & sharp).any()
+
+
+def test_sampler_reaches_liver_ends_thick_slices_and_scan_edges():
+    from liverseg.preprocessing import PreprocessingSpec
+    from liverseg_train.train import SliceSampler, TrainConfig
+
+    image = np.tile(np.arange(40, dtype=np.float16)[:, None, None] / 40, (1, 32, 32))  # a slice's value is its index
+    label = np.zeros((40, 32, 32), np.uint8)
+    label[10:30, 8:24, 8:24] = 1
+    quiet = TumorSynthesisConfig(probability=0.0, cyst_probability=0.0, gallbladder_probability=0.0)
+    cfg = TrainConfig(liver_slice_fraction=1.0, liver_end_fraction=1.0, thick_slice_probability=0.0,
+                      scan_edge_probability=0.0, bbox_crop_probability=0.0, crop=32, tumors=quiet)
+    sampler = SliceSampler({"c": {"image": image, "label": label, "slice_spacing": 2.0}}, ["c"],
+                           PreprocessingSpec(), cfg, seed=0)
+    centres = {int(round(sampler._sample()[0][1, 0, 0] * 40)) for _ in range(50)}
+    assert centres <= {10, 11, 12, 27, 28, 29} and min(centres) <= 12 and max(centres) >= 27  # dome and tip
+
+    sampler.cfg = TrainConfig(thick_slice_probability=1.0, max_slice_spacing_mm=6.0, scan_edge_probability=0.0)
+    gaps = set()
+    for _ in range(60):
+        stack, _, spacing = sampler._context_stack(sampler.arrays["c"], 20)
+        gap = round(float(stack[2, 0, 0] - stack[1, 0, 0]) * 40, 2)
+        gaps.add(gap)
+        assert spacing == 2.0 * gap
+    assert gaps == {1.0, 2.0, 3.0}  # neighbours 1, 2 and 3 slices away (2, 4 and 6 mm)
+
+    sampler.cfg = TrainConfig(scan_edge_probability=1.0, thick_slice_probability=0.0)
+    stack, labels, _ = sampler._context_stack(sampler.arrays["c"], 20)
+    assert np.array_equal(stack[0], stack[1]) != np.array_equal(stack[2], stack[1])  # exactly one side repeats

@@ -26,6 +26,8 @@ class AugmentConfig:
     noise_std: float = 0.02
     low_dose_probability: float = 0.2  # extra correlated noise that mimics low-dose CT
     window_jitter_hu: float = 20.0
+    tissue_contrast: float = 0.04  # monotone HU remap: knots moved up to this much (x500 HU); contrast phases
+    kernel_probability: float = 0.3  # reconstruction kernel: half soft (blurred), half sharp (unsharp mask)
 
 
 def geometric(image: torch.Tensor, label: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,9 +58,12 @@ def geometric(image: torch.Tensor, label: torch.Tensor, cfg: AugmentConfig, gen:
 
 
 def intensity(image: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
-    """Brightness, contrast, gamma, Gaussian and low-dose-like noise, window jitter; result stays in [0, 1]."""
+    """Brightness, contrast, gamma, tissue contrast, reconstruction kernel, Gaussian and low-dose-like noise,
+    window jitter; result stays in [0, 1]."""
     n = image.shape[0]
     shape = (n, 1, 1, 1)
+    image = tissue_contrast(image, cfg.tissue_contrast, gen)
+    image = reconstruction_kernel(image, cfg.kernel_probability, gen)
     jitter = (torch.rand(shape, generator=gen) * 2 - 1) * cfg.window_jitter_hu / 500.0
     image = image + jitter + (torch.rand(shape, generator=gen) * 2 - 1) * cfg.brightness
     mean = image.mean(dim=(1, 2, 3), keepdim=True)
@@ -69,3 +74,33 @@ def intensity(image: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> 
     streaky = F.avg_pool2d(torch.randn(image.shape, generator=gen), 3, stride=1, padding=1) * 0.05
     image = image + low_dose * streaky
     return image.clamp(0, 1)
+
+
+def tissue_contrast(image: torch.Tensor, amount: float, gen: torch.Generator, knots: int = 6) -> torch.Tensor:
+    """A random monotone piecewise-linear intensity curve per sample. Unlike brightness/contrast it changes how
+    tissues compare (liver vs. muscle vs. vessels), as non-contrast, arterial and portal-venous phases do, without
+    looking at the label (a label-driven change would leave an edge exactly on the label for the network to find)."""
+    if amount <= 0:
+        return image
+    n = image.shape[0]
+    x = torch.linspace(0, 1, knots)
+    y = x + (torch.rand(n, knots, generator=gen) * 2 - 1) * amount
+    y = torch.cummax(y.clamp(0, 1), dim=1).values  # monotone: tissue order is kept
+    flat = image.reshape(n, -1).clamp(0, 1) * (knots - 1)
+    i = flat.floor().long().clamp(0, knots - 2)
+    t = flat - i
+    lo, hi = torch.gather(y, 1, i), torch.gather(y, 1, i + 1)
+    return (lo + (hi - lo) * t).reshape(image.shape)
+
+
+def reconstruction_kernel(image: torch.Tensor, probability: float, gen: torch.Generator) -> torch.Tensor:
+    """Soft kernels blur, sharp kernels enhance edges (and noise): blur or unsharp-mask a random subset."""
+    if probability <= 0:
+        return image
+    n, c = image.shape[:2]
+    blurred = F.avg_pool2d(F.pad(image, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    pick = torch.rand(n, 1, 1, 1, generator=gen)
+    strength = torch.rand(n, 1, 1, 1, generator=gen)
+    soft = (pick < probability / 2).float() * strength
+    sharp = ((pick >= probability / 2) & (pick < probability)).float() * strength
+    return (image + soft * (blurred - image) + sharp * (image - blurred)).clamp(0, 1)

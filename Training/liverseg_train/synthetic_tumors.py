@@ -1,9 +1,19 @@
-"""Synthetic liver tumors inserted into real livers, after Hu et al., "Label-free liver tumor segmentation" (CVPR 2023).
+"""Synthetic liver lesions and look-alikes inserted into real livers, after Hu et al., "Label-free liver tumor
+segmentation" (CVPR 2023) and its follow-ups (lesion spectrum, hard negatives).
 
-Lesions are irregular ellipsoids (random size, elongation, rotation and a noise-distorted boundary) placed inside
-the liver, filled with hypo- or hyper-attenuating tissue with its own texture and a blurred margin. They are
-drawn on a 2.5D stack (context slices at the real slice spacing) so neighbouring slices stay consistent. The
-lesion becomes label 2, and stays liver for the liver output, which teaches the liver class that lesions are liver.
+Why: the development CTs have liver labels but no tumor labels. Lesions drawn into real livers teach the tumor
+class, and teach the liver class that lesions are liver (so a liver with a large lesion is not cut open). Their
+look-alikes teach what is *not* tumor: water-density cysts inside the liver stay liver, and a gallbladder-like
+water-density pouch at the liver's edge is background.
+
+Everything is drawn on a 2.5D stack (context slices at their real slice spacing), so neighbouring slices stay
+consistent. Lesion kinds cover the spectrum seen in practice:
+
+- hypo-attenuating (most metastases and HCC washout in the portal-venous phase), iso-attenuating (barely visible,
+  small contrast), hyper-attenuating (hypervascular lesions in the arterial phase);
+- rim-enhancing (a darker core with a brighter ring, e.g. colorectal metastases, abscess-like);
+- 3-80 mm in diameter (log-uniform), several per slice, optionally confluent (clustered, touching);
+- subcapsular and dome lesions (centred on the liver's edge, clipped to the liver).
 """
 from __future__ import annotations
 
@@ -17,13 +27,50 @@ from scipy import ndimage
 class TumorSynthesisConfig:
     probability: float = 0.5  # per training sample that shows liver
     max_lesions: int = 3
-    radius_mm: tuple[float, float] = (4.0, 30.0)  # log-uniform
-    hypo_probability: float = 0.85  # most liver lesions are hypo-attenuating in portal venous phase
+    radius_mm: tuple[float, float] = (1.5, 40.0)  # log-uniform: 3-80 mm diameter
+    hypo_probability: float = 0.85  # share of hypo-attenuating lesions (the rest: hyper); most are hypo in PV phase
+    iso_probability: float = 0.1  # share of lesions with a small contrast (delta_hu_iso), hypo or hyper
+    rim_probability: float = 0.15  # share of hypo lesions with an enhancing rim
+    confluent_probability: float = 0.2  # later lesions of a sample cluster around the first one
+    edge_probability: float = 0.25  # lesion centred on the liver's edge (subcapsular, dome)
     delta_hu_hypo: tuple[float, float] = (25.0, 90.0)
     delta_hu_hyper: tuple[float, float] = (15.0, 50.0)
+    delta_hu_iso: tuple[float, float] = (10.0, 25.0)
+    rim_delta_hu: tuple[float, float] = (20.0, 60.0)  # rim brightness above the liver
     texture_hu: tuple[float, float] = (3.0, 15.0)
     margin_blur_mm: tuple[float, float] = (0.5, 3.0)
-    window_width_hu: float = 500.0  # normalised image units per HU = 1 / window width
+    # Hard negatives (label stays liver, or becomes background), per sample that shows liver.
+    cyst_probability: float = 0.15  # simple cysts: water density, round, sharp, homogeneous; stay liver
+    cyst_radius_mm: tuple[float, float] = (3.0, 25.0)
+    gallbladder_probability: float = 0.1  # water-density pouch carved into the liver edge; background
+    water_hu: tuple[float, float] = (-5.0, 20.0)  # absolute HU of cysts and bile
+    window: tuple[float, float] = (-100.0, 400.0)  # the model's HU window, to place absolute HU in the image
+
+
+def _grids(shape, spacing_mm: float, slice_spacing_mm: float):
+    c, h, w = shape
+    zz = (np.arange(c) - c // 2)[:, None, None] * slice_spacing_mm
+    yy = np.arange(h)[None, :, None] * spacing_mm
+    xx = np.arange(w)[None, None, :] * spacing_mm
+    return zz, yy, xx
+
+
+def _ellipsoid(grids, centre_zyx, axes, theta: float, irregularity: float, rng) -> np.ndarray:
+    """Boolean rotated ellipsoid (rotation in-plane) whose boundary is perturbed by smooth noise."""
+    zz, yy, xx = grids
+    ct, st = np.cos(theta), np.sin(theta)
+    dy, dx = yy - centre_zyx[1], xx - centre_zyx[2]
+    u, v = ct * dy + st * dx, -st * dy + ct * dx
+    dist = ((zz - centre_zyx[0]) / axes[0]) ** 2 + (u / axes[1]) ** 2 + (v / axes[2]) ** 2
+    if irregularity > 0:
+        shape = np.broadcast_shapes(zz.shape, yy.shape, xx.shape)
+        dist = dist + irregularity * ndimage.gaussian_filter(rng.standard_normal(shape), sigma=(0, 3, 3)) * 6.0
+    return dist < 1.0
+
+
+def _edge_pixels(liver_slice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    edge = liver_slice & ~ndimage.binary_erosion(liver_slice)
+    return np.nonzero(edge)
 
 
 def insert_tumors(stack: np.ndarray, label_stack: np.ndarray, spacing_mm: float, slice_spacing_mm: float,
@@ -41,40 +88,92 @@ def insert_tumors(stack: np.ndarray, label_stack: np.ndarray, spacing_mm: float,
         return stack, label_stack
     stack = stack.astype(np.float32, copy=True)
     label_stack = label_stack.copy()
-    liver_vals = stack[liver]
-    liver_mean = float(np.median(liver_vals))
-    unit = 1.0 / cfg.window_width_hu
-    zz = (np.arange(c) - centre)[:, None, None] * slice_spacing_mm
-    yy = np.arange(h)[None, :, None] * spacing_mm
-    xx = np.arange(w)[None, None, :] * spacing_mm
-    for _ in range(rng.integers(1, cfg.max_lesions + 1)):
-        i = rng.integers(len(ys))
-        cy, cx = ys[i] * spacing_mm, xs[i] * spacing_mm
-        cz = rng.uniform(-0.5, 0.5) * slice_spacing_mm
+    liver_mean = float(np.median(stack[liver]))
+    unit = 1.0 / (cfg.window[1] - cfg.window[0])
+    grids = _grids(stack.shape, spacing_mm, slice_spacing_mm)
+    ey, ex = _edge_pixels(liver[centre])
+    first = None
+    for n in range(rng.integers(1, cfg.max_lesions + 1)):
         r = float(np.exp(rng.uniform(*np.log(cfg.radius_mm))))
-        axes = r * rng.uniform(0.7, 1.3, size=3)
-        theta = rng.uniform(0, np.pi)
-        ct, st = np.cos(theta), np.sin(theta)
-        dy, dx = yy - cy, xx - cx
-        u, v = ct * dy + st * dx, -st * dy + ct * dx
-        dist = ((zz - cz) / axes[0]) ** 2 + (u / axes[1]) ** 2 + (v / axes[2]) ** 2
-        # Irregular boundary: perturb the level set with smooth noise.
-        noise = ndimage.gaussian_filter(rng.standard_normal((c, h, w)), sigma=(0, 3, 3)) * 6.0
-        shape = dist + 0.25 * noise < 1.0
+        if first is not None and rng.random() < cfg.confluent_probability:
+            angle = rng.uniform(0, 2 * np.pi)
+            dist = (first[1] + r) * rng.uniform(0.5, 1.0)  # touching or overlapping the first lesion
+            cy, cx = first[0][0] + dist * np.sin(angle), first[0][1] + dist * np.cos(angle)
+        elif len(ey) and rng.random() < cfg.edge_probability:
+            i = rng.integers(len(ey))
+            cy, cx = ey[i] * spacing_mm, ex[i] * spacing_mm
+        else:
+            i = rng.integers(len(ys))
+            cy, cx = ys[i] * spacing_mm, xs[i] * spacing_mm
+        if first is None:
+            first = ((cy, cx), r)
+        cz = rng.uniform(-0.5, 0.5) * slice_spacing_mm
+        shape = _ellipsoid(grids, (cz, cy, cx), r * rng.uniform(0.7, 1.3, size=3), rng.uniform(0, np.pi), 0.25, rng)
         shape &= liver
         if not shape[centre].any():
             continue
         blur = rng.uniform(*cfg.margin_blur_mm) / spacing_mm
-        alpha = ndimage.gaussian_filter(shape.astype(np.float32), sigma=(0, blur, blur))
-        alpha *= liver  # lesion tissue never leaks out of the liver
-        if rng.random() < cfg.hypo_probability:
+        alpha = ndimage.gaussian_filter(shape.astype(np.float32), sigma=(0, blur, blur)) * liver
+        hypo = rng.random() < cfg.hypo_probability
+        if rng.random() < cfg.iso_probability:
+            delta = rng.uniform(*cfg.delta_hu_iso) * (-1 if hypo else 1)
+        elif hypo:
             delta = -rng.uniform(*cfg.delta_hu_hypo)
         else:
             delta = rng.uniform(*cfg.delta_hu_hyper)
         texture = ndimage.gaussian_filter(rng.standard_normal((c, h, w)), sigma=(0, 1.0, 1.0))
         texture *= rng.uniform(*cfg.texture_hu) / (texture.std() + 1e-6)
         target = liver_mean + (delta + texture) * unit
+        if hypo and r > 4.0 and rng.random() < cfg.rim_probability:
+            # Enhancing rim: a ring about a fifth of the radius thick just inside the boundary.
+            inner = ndimage.binary_erosion(shape, structure=np.ones((1, 3, 3), bool),
+                                           iterations=max(1, int(round(0.2 * r / spacing_mm))))
+            ring = ndimage.gaussian_filter((shape & ~inner).astype(np.float32), sigma=(0, 0.7, 0.7))
+            target = target + ring * rng.uniform(*cfg.rim_delta_hu) * unit - ring * delta * unit
         # Replace liver tissue by lesion tissue: keep some of the original texture so it looks scanned, not painted.
         stack = stack * (1 - alpha) + (0.3 * (stack - liver_mean) + target) * alpha
         label_stack[(alpha >= 0.5) & liver] = 2
     return np.clip(stack, 0.0, 1.0).astype(np.float32), label_stack
+
+
+def _water(shape, cfg: TumorSynthesisConfig, rng) -> np.ndarray:
+    """Homogeneous water-density tissue (normalised units) with scanner-like noise only."""
+    hu = rng.uniform(*cfg.water_hu) + rng.standard_normal(shape) * rng.uniform(2.0, 8.0)
+    return ((hu - cfg.window[0]) / (cfg.window[1] - cfg.window[0])).astype(np.float32)
+
+
+def insert_look_alikes(stack: np.ndarray, label_stack: np.ndarray, spacing_mm: float, slice_spacing_mm: float,
+                       rng: np.random.Generator, config: TumorSynthesisConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Hard negatives: simple cysts inside the liver (label unchanged: liver) and a gallbladder-like pouch at the
+    liver's edge (label 0). Both are water density with sharp margins, unlike the textured, blurred lesions."""
+    cfg = config or TumorSynthesisConfig()
+    liver = label_stack >= 1
+    centre = stack.shape[0] // 2
+    ys, xs = np.nonzero(liver[centre])
+    if len(ys) == 0:
+        return stack, label_stack
+    stack = stack.astype(np.float32, copy=True)
+    label_stack = label_stack.copy()
+    grids = _grids(stack.shape, spacing_mm, slice_spacing_mm)
+    if rng.random() < cfg.cyst_probability:
+        for _ in range(rng.integers(1, 3)):
+            i = rng.integers(len(ys))
+            r = float(np.exp(rng.uniform(*np.log(cfg.cyst_radius_mm))))
+            shape = _ellipsoid(grids, (rng.uniform(-0.5, 0.5) * slice_spacing_mm, ys[i] * spacing_mm, xs[i] * spacing_mm),
+                               r * rng.uniform(0.85, 1.15, size=3), rng.uniform(0, np.pi), 0.0, rng)
+            shape &= liver & (label_stack != 2)
+            alpha = ndimage.gaussian_filter(shape.astype(np.float32), sigma=(0, 0.4, 0.4)) * liver
+            stack = stack * (1 - alpha) + _water(stack.shape, cfg, rng) * alpha
+    ey, ex = _edge_pixels(liver[centre])
+    if len(ey) and rng.random() < cfg.gallbladder_probability:
+        i = rng.integers(len(ey))
+        axes = np.array([rng.uniform(25, 45), rng.uniform(10, 20), rng.uniform(12, 25)])
+        shape = _ellipsoid(grids, (rng.uniform(-10, 10), ey[i] * spacing_mm, ex[i] * spacing_mm), axes,
+                           rng.uniform(0, np.pi), 0.05, rng)
+        shape &= (label_stack != 2)
+        wall = ndimage.binary_dilation(shape, structure=np.ones((1, 3, 3), bool)) & ~shape
+        alpha = ndimage.gaussian_filter(shape.astype(np.float32), sigma=(0, 0.5, 0.5))
+        stack = stack * (1 - alpha) + _water(stack.shape, cfg, rng) * alpha
+        stack[wall] = np.maximum(stack[wall], 0.9 * float(np.median(stack[liver])))  # thin enhancing wall
+        label_stack[shape] = 0
+    return np.clip(stack, 0.0, 1.0), label_stack

@@ -26,7 +26,7 @@ from liverseg.preprocessing import PreprocessingSpec, context_indices, resample_
 
 from .augment import AugmentConfig, geometric, intensity
 from .prepare import load_prepared
-from .synthetic_tumors import TumorSynthesisConfig, insert_tumors
+from .synthetic_tumors import TumorSynthesisConfig, insert_look_alikes, insert_tumors
 
 log = logging.getLogger("liverseg.train")
 
@@ -53,6 +53,12 @@ class TrainConfig:
     liver_slice_fraction: float = 0.8  # share of samples drawn from slices that show liver
     bbox_crop_probability: float = 0.3  # mimic volumes cropped around the liver: outside a box becomes air
     bbox_crop_margin_mm: tuple[float, float] = (0.0, 30.0)
+    # Craniocaudal coverage: what 4 development scans under-represent (thin dome and tip slices, thick slices,
+    # partial scans whose first or last slice cuts through the liver).
+    liver_end_fraction: float = 0.3  # share of liver samples drawn from the top/bottom 15 % of the liver's slices
+    thick_slice_probability: float = 0.2  # mimic a coarser slice spacing (neighbours further apart, partial volume)
+    max_slice_spacing_mm: float = 6.0  # ... up to this spacing
+    scan_edge_probability: float = 0.1  # the sample sits on the first/last slice of a scan: one side's context repeats
     patience: int = 15  # early stopping (epochs without a better validation Dice); 0 disables
     validate_every: int = 2
     seed: int = 0
@@ -90,6 +96,7 @@ class SliceSampler:
         self.arrays = {c: arrays[c] for c in cases}
         self.cases = list(cases)
         self.spec, self.cfg = spec, cfg
+        self.tumor_cfg = dataclasses.replace(cfg.tumors, window=tuple(spec.window))
         self.rng = np.random.default_rng(seed)
         self.gen = torch.Generator().manual_seed(seed)
         self.liver_slices = {c: np.nonzero((a["label"] >= 1).any(axis=(1, 2)))[0] for c, a in self.arrays.items()}
@@ -107,18 +114,22 @@ class SliceSampler:
         n_z = a["image"].shape[0]
         liver_z = self.liver_slices[cid]
         if len(liver_z) and self.rng.random() < self.cfg.liver_slice_fraction:
-            z = int(self.rng.choice(liver_z))
+            if self.rng.random() < self.cfg.liver_end_fraction:  # dome or inferior tip
+                k = max(1, int(round(0.15 * len(liver_z))))
+                z = int(self.rng.choice(np.concatenate([liver_z[:k], liver_z[-k:]])))
+            else:
+                z = int(self.rng.choice(liver_z))
         else:
             z = int(self.rng.integers(n_z))
-        idx = context_indices(np.array([z]), n_z, self.spec.context_slices)[0]
-        stack = a["image"][idx].astype(np.float32)
-        labels = a["label"][idx]
+        stack, labels, slice_spacing = self._context_stack(a, z)
         if cid in self.liver_boxes and self.rng.random() < self.cfg.bbox_crop_probability:
             stack, labels = self._bbox_crop(stack, labels, self.liver_boxes[cid])
         crop = self.cfg.crop
         h, w = stack.shape[1:]
         # Crop (or pad) to crop x crop; bias the crop towards the liver when there is one.
-        ys, xs = np.nonzero(labels[len(idx) // 2] >= 1)
+        mid = len(stack) // 2
+        ys, xs = np.nonzero(labels[mid] >= 1)
+
         def origin(n, centre):
             if n <= crop:
                 return 0
@@ -129,13 +140,37 @@ class SliceSampler:
         x0 = origin(w, int(self.rng.choice(xs)) if len(xs) else None)
         stack = stack[:, y0:y0 + crop, x0:x0 + crop]
         labels = labels[:, y0:y0 + crop, x0:x0 + crop]
-        if (labels[len(idx) // 2] >= 1).any() and self.rng.random() < self.cfg.tumors.probability:
-            stack, labels = insert_tumors(stack, labels, self.spec.spacing_mm, a["slice_spacing"], self.rng, self.cfg.tumors)
-        out_img = np.zeros((len(idx), crop, crop), np.float32)
+        if (labels[mid] >= 1).any():
+            stack, labels = insert_look_alikes(stack, labels, self.spec.spacing_mm, slice_spacing, self.rng, self.tumor_cfg)
+            if self.rng.random() < self.tumor_cfg.probability:
+                stack, labels = insert_tumors(stack, labels, self.spec.spacing_mm, slice_spacing, self.rng, self.tumor_cfg)
+        out_img = np.zeros((len(stack), crop, crop), np.float32)
         out_lab = np.zeros((crop, crop), np.int64)
         out_img[:, :stack.shape[1], :stack.shape[2]] = stack
-        out_lab[:stack.shape[1], :stack.shape[2]] = labels[len(idx) // 2]
+        out_lab[:stack.shape[1], :stack.shape[2]] = labels[mid]
         return out_img, out_lab
+
+    def _context_stack(self, a: dict, z: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """The 2.5D stack around slice ``z`` (float32 image, uint8 labels) and its effective slice spacing.
+
+        Sometimes mimics a thicker-sliced scan (context slices further apart, each the mean of the slices it spans,
+        as a thick reconstruction averages them) or the first/last slice of a partial scan (the context on one
+        side repeats the centre slice, as ``context_indices`` clamps at a volume's ends)."""
+        n_z, spacing, ctx = a["image"].shape[0], a["slice_spacing"], self.spec.context_slices
+        stride = 1
+        if self.rng.random() < self.cfg.thick_slice_probability:
+            stride = int(self.rng.integers(1, max(1, int(self.cfg.max_slice_spacing_mm // spacing)) + 1))
+        idx = context_indices(np.array([z]), n_z, ctx * stride)[0][::stride]
+        if stride > 1:  # partial volume: each channel averages the `stride` slices around it
+            spans = [context_indices(np.array([i]), n_z, stride // 2)[0] for i in idx]
+            stack = np.stack([a["image"][sp].astype(np.float32).mean(0) for sp in spans])
+        else:
+            stack = a["image"][idx].astype(np.float32)
+        labels = a["label"][idx]
+        if ctx and self.rng.random() < self.cfg.scan_edge_probability:
+            side = slice(0, ctx) if self.rng.random() < 0.5 else slice(ctx + 1, None)
+            stack[side], labels[side] = stack[ctx], labels[ctx]
+        return stack, labels, spacing * stride
 
     def _bbox_crop(self, stack: np.ndarray, labels: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
         """Keep only a random box around the case's liver (as in volumes cropped to the liver), air elsewhere."""
@@ -186,7 +221,7 @@ class PatchSampler(SliceSampler):
         img[:src_i.shape[0], :src_i.shape[1], :src_i.shape[2]] = src_i
         lab[:src_l.shape[0], :src_l.shape[1], :src_l.shape[2]] = src_l
         if (lab >= 1).any() and self.rng.random() < self.cfg.tumors.probability:
-            img, lab = insert_tumors(img, lab, self.spec.spacing_mm, self.spec.slice_spacing_mm, self.rng, self.cfg.tumors)
+            img, lab = insert_tumors(img, lab, self.spec.spacing_mm, self.spec.slice_spacing_mm, self.rng, self.tumor_cfg)
         return img, lab.astype(np.int64)
 
     def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -258,6 +293,23 @@ def card_for(cfg: TrainConfig, spec: PreprocessingSpec, manifest: dict, train_ca
     )
 
 
+def _stop_decision(cfg: TrainConfig, state: dict, started: float, epoch: int, distributed: bool, device) -> bool:
+    """Early stopping or time limit. Rank 0 decides (only it validates, and clocks differ) and every rank gets
+    the same answer: a rank that stopped alone would leave the others waiting in a collective for ever."""
+    stop = False
+    if cfg.patience and cfg.val_cases and state["stale"] >= cfg.patience:
+        log.info("Early stopping: no better validation Dice for %d epochs.", state["stale"])
+        stop = True
+    elif cfg.time_limit_minutes and (time.time() - started) / 60 > cfg.time_limit_minutes:
+        log.info("Time limit reached after epoch %d; run the same command again to resume.", epoch + 1)
+        stop = True
+    if distributed:
+        flag = torch.tensor([int(stop)], device=device)
+        torch.distributed.broadcast(flag, src=0)
+        stop = bool(flag.item())
+    return stop
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train (or resume) into ``cfg.output``; returns the path of the best model file."""
     rank, world = _dist_info()
@@ -309,6 +361,8 @@ def train(cfg: TrainConfig) -> Path:
         if rank == 0:
             sampler.rng.bit_generator.state = json.loads(ck["numpy_rng"])
             sampler.gen.set_state(ck["torch_rng"])
+            if "torch_global_rng" in ck:  # dropout draws from the global generator
+                torch.set_rng_state(ck["torch_global_rng"])
         else:  # other ranks must not replay rank 0's samples
             sampler.rng = np.random.default_rng(cfg.seed * 1000 + rank + 7919 * state["epoch"])
         log.info("Resumed from %s at epoch %d", ckpt_path, state["epoch"])
@@ -385,15 +439,11 @@ def train(cfg: TrainConfig) -> Path:
                         writer.add_scalar(k, v, epoch + 1)
             torch.save({"model": network.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                         "state": state, "numpy_rng": json.dumps(sampler.rng.bit_generator.state),
-                        "torch_rng": sampler.gen.get_state()}, ckpt_path.with_suffix(".tmp"))
+                        "torch_rng": sampler.gen.get_state(), "torch_global_rng": torch.get_rng_state()}, ckpt_path.with_suffix(".tmp"))
             ckpt_path.with_suffix(".tmp").replace(ckpt_path)
             log.info("epoch %d/%d loss %.4f dice liver %.3f tumor %.3f val %s (%.0f s)", epoch + 1, cfg.epochs, row["loss"],
                      train_dice[0], train_dice[1], row["val_dice_liver"], row["seconds"])
-        if cfg.patience and cfg.val_cases and state["stale"] >= cfg.patience:
-            log.info("Early stopping: no better validation Dice for %d epochs.", state["stale"])
-            break
-        if cfg.time_limit_minutes and (time.time() - started) / 60 > cfg.time_limit_minutes:
-            log.info("Time limit reached after epoch %d; run the same command again to resume.", epoch + 1)
+        if _stop_decision(cfg, state, started, epoch, distributed, device):
             break
     if writer is not None:
         writer.close()
