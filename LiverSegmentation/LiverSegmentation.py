@@ -295,7 +295,7 @@ class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
         if inputVolumeNode.GetParentTransformNode() is not None:
             logging.warning("The input volume is under a transform; the segmentation is made on its untransformed grid "
                             "and placed under the same transform.")
-        job = SegmentationProcess(array, ijk_to_ras, parameters.to_job(), self.pythonExecutable)
+        job = SegmentationProcess(array, parameters.to_job(ijk_to_ras), self.pythonExecutable)
         job.start()
         return job
 

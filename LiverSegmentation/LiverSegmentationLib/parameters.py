@@ -15,7 +15,10 @@ class SegmentationParameters:
     fast: bool = True  # coarse pass finds the liver, fine pass runs only there
     allow_non_hu: bool = False
 
-    def to_job(self) -> dict:
-        job = asdict(self)
-        job["model"] = None if self.model in ("", "default") else self.model
-        return job
+    def to_job(self, ijk_to_ras) -> "Job":
+        """The engine's job type (its one definition lives in ``liverseg.job``)."""
+        from liverseg.job import Job
+
+        options = asdict(self)
+        options["model"] = None if self.model in ("", "default") else self.model
+        return Job(ijk_to_ras=[[float(v) for v in row] for row in ijk_to_ras], **options)

@@ -18,8 +18,12 @@ import time
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from liverseg.job import Job
 
 ENGINE_DIR = Path(__file__).resolve().parents[1]  # the folder that holds the liverseg package
 
@@ -38,14 +42,47 @@ class JobResult:
     summary: dict
 
 
+def _new_process_group() -> dict:
+    """Popen options: its own process group on POSIX (so cancel reaches the grandchildren), no console window
+    on Windows."""
+    if os.name == "nt":
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)}
+    return {"start_new_session": True}
+
+
+def _terminate_tree(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """Terminate a process and its descendants (SIGTERM to the group, SIGKILL after ``grace_s``)."""
+    if os.name == "nt":
+        if proc.poll() is None:
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(proc.pid)], capture_output=True)
+        proc.wait()
+        return
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        # The launcher is gone; its children may still be in the group.
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+
+
 def default_python_executable() -> str:
     """Slicer ships ``PythonSlicer`` (its Python with the right environment); plain Python elsewhere."""
     return shutil.which("PythonSlicer") or sys.executable
 
 
 class SegmentationProcess:
-    def __init__(self, array: np.ndarray, ijk_to_ras: np.ndarray, job: dict, python_executable: str | None = None):
-        self.array, self.ijk_to_ras, self.job = array, np.asarray(ijk_to_ras, float), dict(job)
+    def __init__(self, array: np.ndarray, job: "Job", python_executable: str | None = None):
+        self.array, self.job = array, job
         self.python = python_executable or default_python_executable()
         self.state = JobState.NOT_STARTED
         self.progress, self.message = 0.0, ""
@@ -56,14 +93,26 @@ class SegmentationProcess:
         self.job_dir: Path | None = None
 
     def start(self) -> None:
-        self.job_dir = Path(tempfile.mkdtemp(prefix="LiverSegmentation-"))
-        np.save(self.job_dir / "input.npy", np.ascontiguousarray(self.array))
-        (self.job_dir / "job.json").write_text(json.dumps({**self.job, "ijk_to_ras": self.ijk_to_ras.tolist()}))
+        """Write the job and start the worker; on any failure remove what was written (the CT copy) and raise
+        one clear error."""
+        try:
+            self.job_dir = Path(tempfile.mkdtemp(prefix="LiverSegmentation-"))
+            np.save(self.job_dir / "input.npy", np.ascontiguousarray(self.array))
+            (self.job_dir / "job.json").write_text(self.job.to_json())
+        except OSError as exc:
+            self.cleanup()
+            raise RuntimeError(f"Could not prepare the segmentation job in the temporary folder ({exc.strerror or exc}); "
+                               "free disk space there or set TMPDIR to another folder.") from exc
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(ENGINE_DIR)] + [p for p in [env.get("PYTHONPATH")] if p])
         env["PYTHONUNBUFFERED"] = "1"
-        self._proc = subprocess.Popen([self.python, "-m", "liverseg.worker", str(self.job_dir)], stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True, env=env, cwd=str(self.job_dir))
+        try:
+            self._proc = subprocess.Popen([self.python, "-m", "liverseg.worker", str(self.job_dir)], stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True, env=env, cwd=str(self.job_dir),
+                                          **_new_process_group())
+        except OSError as exc:
+            self.cleanup()
+            raise RuntimeError(f"Could not start the segmentation process {self.python!r} ({exc.strerror or exc}).") from exc
         self.state = JobState.RUNNING
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -91,6 +140,7 @@ class SegmentationProcess:
                 self.state = JobState.FAILED
                 tail = "\n".join(self.log[-5:])
                 self.error = summary["error"] if summary else f"The segmentation process stopped unexpectedly.\n{tail}"
+                self.cleanup()  # the CT copy must not stay in the temporary folder
         return self.state
 
     def wait(self, timeout_s: float | None = None) -> JobState:
@@ -111,13 +161,10 @@ class SegmentationProcess:
         return JobResult(labelmap=labelmap, summary=summary)
 
     def cancel(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        """Stop the worker and everything it started: ``PythonSlicer`` is a launcher, so terminating only it
+        would leave the Python child running (and writing into a folder that is being removed)."""
+        if self._proc is not None:
+            _terminate_tree(self._proc)
         self.state = JobState.CANCELLED
         self.cleanup()
 

@@ -10,6 +10,8 @@ class InputError(ValueError):
     """The input cannot be segmented; the message says why and what to do."""
 
 
+MIN_EXTENT = 3  # voxels along every axis: a 2.5D model reads each slice with its neighbours
+VOXEL_SIZE_MM = (0.01, 50.0)  # anything outside is a units or header error, not a CT
 BYTES_PER_VOXEL = 15  # measured: (1031 MB peak - 294 MB baseline) / 52.4 M voxels for an int16 512x512x200 CT (README)
 
 
@@ -27,6 +29,35 @@ def available_memory_bytes() -> int | None:
         return None
 
 
+def check_memory(voxels: int, what: str) -> None:
+    """Refuse a volume that would not fit in free memory while it is segmented: before reading or allocating it."""
+    need = voxels * BYTES_PER_VOXEL
+    have = available_memory_bytes()
+    if have is not None and need > have:
+        raise InputError(f"{what} needs about {need / 2**30:.1f} GiB of memory to segment, but only "
+                         f"{have / 2**30:.1f} GiB is free; crop or downsample it first.")
+
+
+def check_geometry(ijk_to_ras) -> np.ndarray:
+    """A usable voxel-to-RAS matrix: 4x4, finite, invertible, voxel sizes within ``VOXEL_SIZE_MM``."""
+    try:
+        m = np.asarray(ijk_to_ras, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"The ijk_to_ras matrix is not numeric ({exc}).") from exc
+    if m.shape != (4, 4):
+        raise InputError(f"The ijk_to_ras matrix must be 4x4, not {m.shape}.")
+    if not np.isfinite(m).all():
+        raise InputError("The ijk_to_ras matrix contains NaN or infinite values; check the image geometry.")
+    spacing = np.linalg.norm(m[:3, :3], axis=0)
+    lo, hi = VOXEL_SIZE_MM
+    if spacing.min() < lo or spacing.max() > hi:
+        raise InputError(f"Voxel sizes {np.round(spacing, 6).tolist()} mm are outside {lo}-{hi} mm; the image "
+                         "geometry (spacing/units) is wrong.")
+    if abs(np.linalg.det(m[:3, :3] / spacing)) < 0.5:
+        raise InputError("The ijk_to_ras matrix is degenerate (its axes are parallel); check the image geometry.")
+    return m
+
+
 def check_volume(array: np.ndarray, allow_non_hu: bool = False) -> list[str]:
     """Raise :class:`InputError` for data that is not a CT volume in HU; returns warnings for borderline data."""
     warnings: list[str] = []
@@ -37,15 +68,13 @@ def check_volume(array: np.ndarray, allow_non_hu: bool = False) -> list[str]:
                          "select a single scalar CT volume.")
     if array.ndim != 3:
         raise InputError(f"The input is {array.ndim}D; a 3D CT volume is needed.")
-    if min(array.shape) < 1 or (np.array(array.shape) == 1).sum() >= 2:
-        raise InputError(f"The input of shape {array.shape} is not a volume (a single 2D image?); a 3D CT is needed.")
+    if min(array.shape) < MIN_EXTENT:
+        raise InputError(f"The input of shape {array.shape} has fewer than {MIN_EXTENT} voxels along an axis: a single "
+                         "2D image or a 2-slice stack, not a CT volume. liverseg needs a 3D CT of at least "
+                         f"{MIN_EXTENT} slices (the network reads each slice with its neighbours).")
     if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
         raise InputError(f"The input has unsupported voxel type {array.dtype}.")
-    need = array.size * BYTES_PER_VOXEL
-    have = available_memory_bytes()
-    if have is not None and need > have:
-        raise InputError(f"The volume ({array.size / 1e6:.0f} M voxels) needs about {need / 2**30:.1f} GiB of memory, "
-                         f"but only {have / 2**30:.1f} GiB is free; crop or downsample it first.")
+    check_memory(array.size, f"The volume ({array.size / 1e6:.0f} M voxels)")
     if np.issubdtype(array.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(array)))
         if bad:

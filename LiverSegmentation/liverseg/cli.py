@@ -8,84 +8,93 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
 
 from . import __version__
+from .console import EXIT_ERROR, ProgressBar, run_cli
+from .progress import Cancelled
 
-EXIT_ERROR, EXIT_CANCELLED = 1, 130
 log = logging.getLogger("liverseg")
 
 
-class ProgressBar:
-    """A plain-text progress bar on stderr (redrawn in place on a terminal, a few lines otherwise)."""
+def _case_name(inp: Path) -> str:
+    """The input's name without its image suffix (a DICOM folder keeps its name)."""
+    from .io import READ_SUFFIXES
 
-    def __init__(self, label: str, enabled: bool = True):
-        self.label, self.enabled, self.last = label, enabled, -1
-        self.tty = sys.stderr.isatty()
-
-    def __call__(self, fraction: float, message: str) -> None:
-        if not self.enabled:
-            return
-        pct = int(fraction * 100)
-        if pct == self.last or (not self.tty and pct % 25 and pct != 100):
-            return
-        self.last = pct
-        bar = "#" * (pct // 4) + "-" * (25 - pct // 4)
-        end = "\r" if self.tty and pct < 100 else "\n"
-        sys.stderr.write(f"{self.label} [{bar}] {pct:3d}% {message:<20}{end}")
-        sys.stderr.flush()
-
-
-def _output_for(inp: Path, output: Path, many: bool) -> Path:
-    if not many and output.suffix:
-        return output
     name = inp.name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
+    for suffix in READ_SUFFIXES:
         if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return output / f"{name}_liverseg.nii.gz"
+            return name[: -len(suffix)]
+    return name
+
+
+def output_paths(inputs: list[Path], output: Path) -> list[Path]:
+    """Where each input's labelmap goes. One input and a file name: that file. Otherwise ``output`` is a folder
+    that mirrors the inputs' layout below their common folder (``A/ct.nii.gz`` and ``B/ct.nii.gz`` become
+    ``A/ct_liverseg.nii.gz`` and ``B/ct_liverseg.nii.gz``), so two cases never share an output."""
+    from .checks import InputError
+    from .io import LABELMAP_SUFFIXES
+    from .outputs import compound_suffix
+
+    if len(inputs) == 1 and compound_suffix(output) in LABELMAP_SUFFIXES:
+        return [output]
+    if len(inputs) > 1 and output.suffix and not output.is_dir():
+        raise InputError("With several inputs, -o/--output must be a folder.")
+    resolved = [p.expanduser().resolve() for p in inputs]
+    if len(set(resolved)) != len(resolved):
+        raise InputError("An input is given twice.")
+    common = Path(os.path.commonpath([str(p.parent) for p in resolved]))
+    return [output / p.parent.relative_to(common) / f"{_case_name(p)}_liverseg.nii.gz" for p in resolved]
 
 
 def cmd_segment(args) -> int:
-    from .io import check_output_path, write_labelmap
+    from .checks import InputError
+    from .inference import InferenceOptions
+    from .io import LABELMAP_SUFFIXES, write_labelmap
+    from .outputs import check_output_path
     from .pipeline import Segmenter
     from .postprocess import PostprocessConfig
 
-    inputs = [Path(p) for p in args.inputs]
-    output = Path(args.output)
-    many = len(inputs) > 1
-    if many and output.suffix:
-        raise ValueError("With several inputs, -o/--output must be a folder.")
-    targets = [_output_for(i, output, many) for i in inputs]
-    from .checks import InputError
-
-    for inp in inputs:
+    inputs = [Path(p).expanduser() for p in args.inputs]
+    targets = output_paths(inputs, Path(args.output).expanduser())
+    for inp in inputs:  # every input and every output is checked before minutes go into inference
         if not inp.exists():
             raise InputError(f"{inp} does not exist.")
-    for t in targets:  # refuse before spending minutes on inference
-        check_output_path(t, args.overwrite)
-    from .inference import InferenceOptions
-
+    for t in targets:
+        check_output_path(t, args.overwrite, suffixes=LABELMAP_SUFFIXES, inputs=inputs)
     segmenter = Segmenter(args.model, args.device, InferenceOptions(roi=not args.full_scan), threads=args.threads)
     post = PostprocessConfig(enabled=not args.no_postprocessing)
     summaries = []
     for inp, target in zip(inputs, targets):
         t0 = time.perf_counter()
         bar = ProgressBar(inp.name, enabled=not args.quiet)
-        result, ref = segmenter.segment_file(inp, tumor=not args.no_tumor, postprocessing=post, progress=bar,
-                                             allow_non_hu=args.allow_non_hu)
-        write_labelmap(target, result.labelmap, ref, overwrite=args.overwrite)
+        try:
+            result, ref = segmenter.segment_file(inp, tumor=not args.no_tumor, postprocessing=post, progress=bar,
+                                                 allow_non_hu=args.allow_non_hu, series=args.series)
+            write_labelmap(target, result.labelmap, ref, overwrite=args.overwrite)
+        except (Exception, Cancelled) as exc:
+            if isinstance(exc, Cancelled) or args.stop_on_error or len(inputs) == 1:
+                raise
+            print(f"liverseg: error: {inp}: {exc}", file=sys.stderr)
+            summaries.append({"input": str(inp), "output": None, "ok": False, "error": str(exc)})
+            continue
         s = result.statistics
-        summary = {"input": str(inp), "output": str(target), **{k: round(v, 3) for k, v in s.items()},
-                   "seconds": round(time.perf_counter() - t0, 2), "device": result.device, "model": result.model}
+        summary = {"input": str(inp), "output": str(target), "ok": True, **{k: round(v, 3) for k, v in s.items()},
+                   "seconds": round(time.perf_counter() - t0, 2), "device": result.device, "model": result.model,
+                   "warnings": result.warnings}
         summaries.append(summary)
         print(f"{inp.name}: liver {s['liver_volume_ml']:.1f} mL, {s['tumor_count']} tumor(s) "
               f"{s['tumor_volume_ml']:.1f} mL ({s['tumor_burden_percent']:.1f} %), {summary['seconds']:.1f} s -> {target}")
+    failed = [s for s in summaries if not s["ok"]]
     if args.json:
-        print(json.dumps(summaries if many else summaries[0], indent=1))
+        print(json.dumps(summaries if len(inputs) > 1 else summaries[0], indent=1))
+    if failed:
+        print(f"liverseg: {len(failed)} of {len(summaries)} cases failed: " + ", ".join(s["input"] for s in failed),
+              file=sys.stderr)
+        return EXIT_ERROR
     return 0
 
 
@@ -100,7 +109,10 @@ def cmd_evaluate(args) -> int:
 
     from .io import read_image
     from .metrics import evaluate_labelmaps, json_safe
+    from .outputs import check_output_path, write_json
 
+    if args.json_out:
+        check_output_path(args.json_out, args.overwrite, suffixes=(".json",))
     pred, ref = read_image(args.prediction), read_image(args.reference)
     if pred.array.shape != ref.array.shape:
         raise ValueError(f"Prediction {pred.array.shape} and reference {ref.array.shape} are on different grids.")
@@ -115,7 +127,7 @@ def cmd_evaluate(args) -> int:
             print(f"{k:<20}" + "".join(f"{_fmt(result[s].get(k, '')):>12}" for s in result))
     clean = json_safe(result)
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(clean, indent=1))
+        write_json(args.json_out, clean, overwrite=args.overwrite)
     else:
         print(json.dumps(clean))
     return 0
@@ -134,8 +146,11 @@ def cmd_benchmark(args) -> int:
     from .benchmark import run_benchmark
 
     shape = tuple(int(v) for v in args.shape.lower().split("x"))
-    if len(shape) != 3:
-        raise ValueError("--shape takes WIDTHxHEIGHTxSLICES, e.g. 512x512x200")
+    if len(shape) != 3 or min(shape) < 3:
+        raise ValueError("--shape takes WIDTHxHEIGHTxSLICES, each at least 3, e.g. 512x512x200")
+    from .checks import check_memory
+
+    check_memory(math.prod(shape), f"A {args.shape} benchmark volume")
     if args.threads:
         import torch
 
@@ -148,14 +163,16 @@ def cmd_benchmark(args) -> int:
 
 def cmd_overlay(args) -> int:
     from .io import read_image
+    from .outputs import check_output_path
     from .overlay import save_overlay
 
+    check_output_path(args.output, args.overwrite, suffixes=(".png",))
     ct, pred = read_image(args.ct), read_image(args.labelmap)
     ref = read_image(args.reference).array if args.reference else None
     for name, other in (("labelmap", pred.array), ("reference", ref)):
         if other is not None and other.shape != ct.array.shape:
             raise ValueError(f"The {name} grid {other.shape} differs from the CT {ct.array.shape}.")
-    print(save_overlay(args.output, ct.array, ct.ijk_to_ras, pred.array, ref))
+    print(save_overlay(args.output, ct.array, ct.ijk_to_ras, pred.array, ref, overwrite=args.overwrite))
     return 0
 
 
@@ -196,14 +213,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("segment", help="segment one or more CT volumes (NIfTI, NRRD, MHA or DICOM folder)")
     s.add_argument("inputs", nargs="+", metavar="INPUT")
-    s.add_argument("-o", "--output", required=True, help="output .nii.gz/.nrrd file, or a folder for several inputs")
+    s.add_argument("-o", "--output", required=True,
+                   help="output .nii.gz/.nrrd file, or a folder: several inputs keep their relative layout there "
+                        "(<name>_liverseg.nii.gz)")
     s.add_argument("--model", default=None, help="bundled model name or model file (default: the bundled default)")
     s.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     s.add_argument("--no-tumor", action="store_true", help="liver only")
     s.add_argument("--no-postprocessing", action="store_true", help="raw network output (no largest component etc.)")
     s.add_argument("--full-scan", action="store_true",
                    help="run the network on every slice over the whole field of view instead of finding the liver first (slower)")
-    s.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    s.add_argument("--overwrite", action="store_true", help="replace existing output files (never an input)")
+    s.add_argument("--series", metavar="UID", help="DICOM folder with several series: the SeriesInstanceUID to use "
+                   "(default: the largest series, with a warning listing the others)")
+    s.add_argument("--stop-on-error", action="store_true",
+                   help="with several inputs, stop at the first failing case (default: go on, report it, exit 1)")
     s.add_argument("--allow-non-hu", action="store_true", help="skip the check that intensities are CT Hounsfield units")
     s.add_argument("--threads", type=int, default=0, help="CPU threads (default: torch's choice)")
     s.add_argument("--json", action="store_true", help="also print the per-case summary as JSON")
@@ -215,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("reference", metavar="REFERENCE")
     e.add_argument("--no-tumor", action="store_true", help="liver metrics only")
     e.add_argument("--json-out", help="write the metrics JSON to this file instead of stdout")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --json-out file")
     e.set_defaults(func=cmd_evaluate)
 
     sa = sub.add_parser("sample", help="download the public sample case (LiTS 117) and print its paths")
@@ -235,28 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("labelmap", metavar="LABELMAP")
     o.add_argument("output", metavar="OUTPUT_PNG")
     o.add_argument("--reference", help="reference labelmap, drawn as yellow outlines")
+    o.add_argument("--overwrite", action="store_true", help="replace an existing PNG")
     o.set_defaults(func=cmd_overlay)
 
     i = sub.add_parser("info", help="list bundled models and devices")
     i.add_argument("--model", help="print the full model card of this model (name or file)")
     i.set_defaults(func=cmd_info)
     return p
-
-
-def run_cli(func, args, prog: str) -> int:
-    """Run a subcommand: one clear line on stderr and a non-zero exit code on any error (traceback with --debug)."""
-    from .progress import Cancelled
-
-    try:
-        return int(func(args) or 0)
-    except (KeyboardInterrupt, Cancelled) as exc:
-        print(f"{prog}: cancelled{': ' + str(exc) if str(exc) else ''}", file=sys.stderr)
-        return EXIT_CANCELLED
-    except Exception as exc:
-        if args.debug:
-            raise
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,24 +1,29 @@
 """File input/output through SimpleITK: NIfTI, NRRD, MHA and DICOM series folders.
 
-Outputs are written under a temporary name and renamed at the end, so a failed or cancelled run never leaves a
-partial file where the user expects a result.
+Inputs are verified before anything is segmented: only regular files and folders are opened (a FIFO would hang),
+the size a header declares is checked against free memory before the data is read, and NIfTI files, which
+SimpleITK reads silently when truncated (missing data becomes zeros) and whose NaN/inf it turns into zeros, are
+checked byte for byte here. Outputs go through :func:`liverseg.outputs.write_atomic`: complete and read back, or
+nothing.
 """
 from __future__ import annotations
 
+import gzip
 import logging
-import os
-import tempfile
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .checks import InputError
+from .checks import InputError, check_memory
+from .dicom import read_dicom_series
 from .orientation import ijk_to_ras_from_geometry, lps_to_ras
+from .outputs import check_output_path, compound_suffix, write_atomic
 
 log = logging.getLogger("liverseg")
 READ_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd")
+LABELMAP_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd")
 
 
 @dataclass
@@ -43,36 +48,102 @@ class ImageData:
         return cls(array, tuple(spacing), tuple(lps[:3, 3]), tuple(direction))
 
 
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    for s in (".seg.nrrd", ".nii.gz"):
-        if name.endswith(s):
-            return s
-    return path.suffix.lower()
+_NIFTI_DTYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 32: "c8", 64: "f8", 256: "i1", 512: "u2", 768: "u4",
+                 1024: "i8", 1280: "u8", 128: "u1", 2304: "u1"}  # 128/2304: RGB(A) bytes, refused later anyway
 
 
-def read_image(path: str | Path) -> ImageData:
-    """Read a volume file or a DICOM series folder (the largest series if the folder holds several)."""
+def _open_regular(path: Path) -> None:
+    """Refuse anything but a regular file or a folder before opening it (reading a FIFO or a device blocks)."""
+    mode = path.stat().st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise InputError(f"{path} is not a regular file or folder (a pipe, socket or device); give an image file.")
+
+
+def verify_nifti(path: Path) -> None:
+    """Check a NIfTI-1/2 file against its own header: the declared voxels fit in memory, the file holds all the
+    data it declares (no truncation) and float data has no NaN/inf. Streams the data; nothing is kept."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(540)
+            if len(head) < 348:
+                raise InputError(f"{path} is too short to be a NIfTI file (truncated?).")
+            for order in "<>":
+                size = int(np.frombuffer(head[:4], order + "i4")[0])
+                if size in (348, 540):
+                    break
+            else:
+                raise InputError(f"{path} does not start with a NIfTI header.")
+            if size == 348:
+                dims = np.frombuffer(head[40:56], order + "i2").astype(np.int64)
+                datatype = int(np.frombuffer(head[70:72], order + "i2")[0])
+                offset = int(np.frombuffer(head[108:112], order + "f4")[0])
+            else:
+                dims = np.frombuffer(head[16:80], order + "i8")
+                datatype = int(np.frombuffer(head[12:14], order + "i2")[0])
+                offset = int(np.frombuffer(head[168:176], order + "i8")[0])
+            n_dims = int(dims[0])
+            if not 1 <= n_dims <= 7 or (dims[1:n_dims + 1] < 1).any() or datatype not in _NIFTI_DTYPES:
+                raise InputError(f"{path} has an invalid NIfTI header (dimensions {dims[:n_dims + 1].tolist()}, "
+                                 f"data type code {datatype}).")
+            shape = tuple(int(d) for d in dims[1:n_dims + 1])
+            voxels = int(np.prod(shape))
+            check_memory(voxels, f"{path} declares {'x'.join(map(str, shape))} voxels, which")
+            dtype = np.dtype(order + _NIFTI_DTYPES[datatype])
+            expected = voxels * dtype.itemsize * (3 if datatype == 128 else 4 if datatype == 2304 else 1)
+            f.seek(max(offset, size))  # vox_offset (0 in header-only files: data follows the header)
+            got, bad, carry = 0, 0, b""
+            while got < expected:
+                chunk = f.read(min(1 << 24, expected - got))
+                if not chunk:
+                    break
+                got += len(chunk)
+                if dtype.kind == "f":
+                    data = carry + chunk
+                    usable = len(data) - len(data) % dtype.itemsize
+                    bad += int(np.count_nonzero(~np.isfinite(np.frombuffer(data[:usable], dtype))))
+                    carry = data[usable:]
+    except (OSError, EOFError) as exc:  # gzip: "Compressed file ended before the end-of-stream marker was reached"
+        raise InputError(f"{path} is damaged or truncated ({exc}); re-export or re-copy it.") from exc
+    if got < expected:
+        raise InputError(f"{path} is truncated: it holds {got:,} of the {expected:,} bytes of image data its header "
+                         "declares; re-export or re-copy it.")
+    if bad:
+        raise InputError(f"{path} contains {bad} NaN or infinite voxels; fix or mask them before segmenting.")
+
+
+def _declared_voxels(path: Path) -> None:
+    """Header-only check of a non-NIfTI file's declared size against free memory (before reading the data)."""
     import SimpleITK as sitk
 
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    size = reader.GetSize()
+    check_memory(int(np.prod(size)), f"{path} declares {'x'.join(map(str, size))} voxels, which")
+
+
+def read_image(path: str | Path, series: str | None = None) -> ImageData:
+    """Read a volume file or a DICOM series folder (see :func:`liverseg.dicom.read_dicom_series` for the rules
+    on several series, missing slices, uneven spacing and gantry tilt)."""
+    import SimpleITK as sitk
+
+    sitk.ProcessObject_SetGlobalWarningDisplay(False)  # ITK's multi-line C++ warnings; we raise or warn ourselves
     path = Path(path).expanduser()
     if not path.exists():
         raise InputError(f"{path} does not exist.")
+    _open_regular(path)
     try:
         if path.is_dir():
-            reader = sitk.ImageSeriesReader()
-            series = reader.GetGDCMSeriesIDs(str(path))
-            if not series:
-                raise InputError(f"{path} is a folder without a DICOM series; give a NIfTI/NRRD file or a DICOM folder.")
-            files = max((reader.GetGDCMSeriesFileNames(str(path), s) for s in series), key=len)
-            if len(series) > 1:
-                log.warning("%s holds %d DICOM series; using the largest (%d files).", path, len(series), len(files))
-            reader.SetFileNames(files)
-            image = reader.Execute()
+            image = read_dicom_series(path, series)
         else:
+            if compound_suffix(path) in (".nii", ".nii.gz"):
+                verify_nifti(path)
+            else:
+                _declared_voxels(path)
             image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise InputError(f"Could not read {path} as an image ({str(exc).strip().splitlines()[-1][:200]}).") from exc
+        raise InputError(f"Could not read {path} as an image ({_itk_reason(exc)}).") from exc
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{path} has {image.GetNumberOfComponentsPerPixel()} components per voxel (RGB/vector); "
                          "a scalar CT volume is needed.")
@@ -82,36 +153,48 @@ def read_image(path: str | Path) -> ImageData:
                      direction=image.GetDirection(), path=path)
 
 
-def check_output_path(path: str | Path, overwrite: bool) -> Path:
-    path = Path(path).expanduser()
-    if _suffix(path) not in WRITE_SUFFIXES:
-        raise InputError(f"Output {path} must end in one of {', '.join(WRITE_SUFFIXES)}.")
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} exists; pass --overwrite (overwrite=True) to replace it.")
-    return path
+def _itk_reason(exc: Exception) -> str:
+    """The informative line of an ITK exception (they span several lines of C++ context)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith(("Description:", "Reason:")) or "ERROR" in ln:
+            return ln.split(":", 1)[-1].strip()[:200]
+    return (lines[-1] if lines else type(exc).__name__)[:200]
 
 
-def write_labelmap(path: str | Path, labelmap: np.ndarray, reference: ImageData, overwrite: bool = False) -> Path:
-    """Write a uint8 labelmap with exactly the reference's origin, spacing and direction, atomically."""
+def _to_itk(labelmap: np.ndarray, reference: ImageData):
     import SimpleITK as sitk
 
-    path = check_output_path(path, overwrite)
-    if labelmap.shape != reference.array.shape[:3]:
-        raise ValueError(f"Labelmap shape {labelmap.shape} differs from the reference {reference.array.shape}.")
-    image = sitk.GetImageFromArray(np.ascontiguousarray(labelmap.astype(np.uint8)))
+    image = sitk.GetImageFromArray(np.ascontiguousarray(labelmap))
     image.SetSpacing(tuple(float(s) for s in reference.spacing))
     image.SetOrigin(tuple(float(o) for o in reference.origin))
     image.SetDirection(tuple(float(d) for d in reference.direction))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".liverseg-", suffix=_suffix(path), dir=path.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(image, tmp, useCompression=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return image
+
+
+def write_labelmap(path: str | Path, labelmap: np.ndarray, reference: ImageData, overwrite: bool = False,
+                   checked: bool = False) -> Path:
+    """Write a uint8 labelmap with exactly the reference's origin, spacing and direction: atomically, and only
+    after reading it back voxel for voxel (a full disk must never pass for a result)."""
+    import SimpleITK as sitk
+
+    path = Path(path).expanduser()
+    if not checked:
+        check_output_path(path, overwrite, suffixes=LABELMAP_SUFFIXES, inputs=[reference.path] if reference.path else [])
+    if labelmap.shape != reference.array.shape[:3]:
+        raise ValueError(f"Labelmap shape {labelmap.shape} differs from the reference {reference.array.shape}.")
+    labelmap = np.ascontiguousarray(labelmap.astype(np.uint8))
+    image = _to_itk(labelmap, reference)
+
+    def verify(tmp: Path) -> None:
+        back = sitk.ReadImage(str(tmp))
+        if back.GetSize() != image.GetSize() or not np.array_equal(sitk.GetArrayViewFromImage(back), labelmap):
+            raise ValueError("content differs")
+        if not np.allclose(back.GetOrigin(), image.GetOrigin(), atol=1e-4) or not np.allclose(back.GetSpacing(), image.GetSpacing(), atol=1e-6):
+            raise ValueError("geometry differs")
+
+    return write_atomic(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=True), verify,
+                        overwrite=overwrite, checked=True)
 
 
 def write_image(path: str | Path, data: ImageData) -> Path:

@@ -56,9 +56,6 @@ def accuracy(pred, ref) -> float:
     return _ratio(tp + tn, tp + fp + fn + tn)
 
 
-f1 = dice  # F1 of voxel classification is the Dice coefficient
-
-
 def relative_volume_difference(pred, ref) -> float:
     """(V_pred - V_ref) / V_ref; signed, so over-segmentation is positive."""
     vp, vr = int(np.count_nonzero(pred)), int(np.count_nonzero(ref))

@@ -7,10 +7,13 @@ unpickles anything: safetensors holds raw tensors only, and legacy ``.pt``/``.pt
 from __future__ import annotations
 
 import json
+import pickle
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from .labels import label_table
 from .spec import PreprocessingSpec
@@ -71,18 +74,74 @@ def make_card(*, name: str, version: str, architecture: str, network: dict, prep
     }
 
 
+# The card schema with ranges, checked before any network is built (so a hostile or broken card can neither
+# allocate gigabytes nor produce nonsense): (section, field) -> (type, low, high). Bounds are generous for real
+# models (the bundled ones use 16 channels, depth 4, 2 mm) and tight enough to keep a network small.
+CARD_RANGES: dict[tuple[str, str], tuple[type, float, float]] = {
+    ("network", "base_channels"): (int, 4, 128),
+    ("network", "depth"): (int, 1, 7),
+    ("network", "dropout"): (float, 0.0, 0.9),
+    ("network", "in_channels"): (int, 1, 15),
+    ("network", "out_channels"): (int, 2, 2),
+    ("preprocessing", "spacing_mm"): (float, 0.3, 10.0),
+    ("preprocessing", "context_slices"): (int, 0, 7),
+    ("preprocessing", "size_multiple"): (int, 1, 256),
+    ("preprocessing", "slice_spacing_mm"): (float, 0.3, 10.0),
+    ("thresholds", "liver"): (float, 0.0, 1.0),
+    ("thresholds", "tumor"): (float, 0.0, 1.0),
+}
+WINDOW_HU = (-2000.0, 5000.0)
+PATCH_RANGE = (4, 512)
+WEIGHT_DTYPES = ("F32", "F16")  # safetensors dtype names a model file may use
+
+
+def _number(value, kind: type, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and float(value) != int(value)):
+        raise ModelFileError(f"The model card's {where} must be {'an integer' if kind is int else 'a number'}, not {value!r}.")
+    if not np.isfinite(value):
+        raise ModelFileError(f"The model card's {where} is {value}; it must be finite.")
+    return float(value)
+
+
 def validate_card(card: dict) -> None:
-    """Raise :class:`ModelFileError` when a card is incomplete or inconsistent."""
+    """Raise :class:`ModelFileError`, naming the field and its allowed range, when a card is incomplete,
+    inconsistent or out of range."""
     if not isinstance(card, dict):
         raise ModelFileError("The model card is not a JSON object.")
     missing = [k for k in ("format_version", "name", "architecture", "network", "preprocessing", "outputs") if k not in card]
     if missing:
         raise ModelFileError(f"The model card lacks {', '.join(missing)}; re-export the model with 'liverseg-train export'.")
-    if int(card["format_version"]) > FORMAT_VERSION:
+    if _number(card["format_version"], int, "format_version") > FORMAT_VERSION:
         raise ModelFileError(
             f"The model file uses format {card['format_version']}, newer than this liverseg ({FORMAT_VERSION}); update liverseg.")
     if list(card["outputs"]) != OUTPUTS:
         raise ModelFileError(f"The model predicts {card['outputs']}, but this liverseg expects {OUTPUTS}.")
+    for section in ("network", "preprocessing"):
+        if not isinstance(card[section], dict):
+            raise ModelFileError(f"The model card's {section} must be an object.")
+    if not isinstance(card.get("thresholds", {}), dict):
+        raise ModelFileError("The model card's thresholds must be an object.")
+    for (section, key), (kind, lo, hi) in CARD_RANGES.items():
+        value = card.get(section, {}).get(key)
+        if value is None:
+            continue
+        v = _number(value, kind, f"{section}.{key}")
+        if section == "thresholds" and not lo < v < hi:
+            raise ModelFileError(f"The model card's {section}.{key} is {value}; it must lie strictly between {lo:g} and {hi:g}.")
+        if not lo <= v <= hi:
+            raise ModelFileError(f"The model card's {section}.{key} is {value}; allowed: {lo:g} to {hi:g}.")
+    window = card["preprocessing"].get("window")
+    if not isinstance(window, (list, tuple)) or len(window) != 2:
+        raise ModelFileError("The model card's preprocessing.window must be [low, high] in HU.")
+    lo_hu, hi_hu = (_number(v, float, "preprocessing.window") for v in window)
+    if not (WINDOW_HU[0] <= lo_hu < hi_hu <= WINDOW_HU[1]):
+        raise ModelFileError(f"The model card's preprocessing.window {list(window)} must be ordered (low < high) and "
+                             f"within {WINDOW_HU[0]:g} to {WINDOW_HU[1]:g} HU.")
+    patch = card["preprocessing"].get("patch_size")
+    if patch is not None and (not isinstance(patch, (list, tuple)) or len(patch) != 3 or
+                              not all(PATCH_RANGE[0] <= _number(v, int, "preprocessing.patch_size") <= PATCH_RANGE[1] for v in patch)):
+        raise ModelFileError(f"The model card's preprocessing.patch_size {patch} must be 3 integers from "
+                             f"{PATCH_RANGE[0]} to {PATCH_RANGE[1]}.")
     try:
         spec = PreprocessingSpec.from_dict(card["preprocessing"])
     except (KeyError, TypeError, ValueError, IndexError) as exc:
@@ -90,27 +149,47 @@ def validate_card(card: dict) -> None:
     net = card["network"]
     if int(net.get("in_channels", -1)) != spec.in_channels or int(net.get("out_channels", -1)) != len(OUTPUTS):
         raise ModelFileError("The model card's network channels disagree with its preprocessing/outputs.")
-    if spec.window[1] <= spec.window[0] or spec.spacing_mm <= 0:
-        raise ModelFileError("The model card's window or spacing is invalid.")
 
 
-def save_model(path: str | Path, network: "torch.nn.Module", card: dict) -> Path:
-    """Write weights and card into one safetensors file (written to a temporary name, then renamed)."""
+def _check_weights(header: dict, expected: dict, path: Path) -> None:
+    """Compare the tensors a safetensors header declares with the network's parameters, before reading them."""
+    declared = {k: v for k, v in header.items() if k != "__metadata__"}
+    if set(declared) != set(expected):
+        extra, lacking = sorted(set(declared) - set(expected)), sorted(set(expected) - set(declared))
+        raise ModelFileError(f"The weights in {path} do not fit the architecture in its card "
+                             f"(unexpected: {extra[:3]}, missing: {lacking[:3]}).")
+    for name, info in declared.items():
+        if not isinstance(info, dict) or info.get("dtype") not in WEIGHT_DTYPES:
+            raise ModelFileError(f"{path}: tensor {name} has dtype {info.get('dtype') if isinstance(info, dict) else '?'}; "
+                                 f"model weights must be one of {', '.join(WEIGHT_DTYPES)}.")
+        if list(info.get("shape", [])) != list(expected[name]):
+            raise ModelFileError(f"The weights in {path} do not fit the architecture in its card: tensor {name} has "
+                                 f"shape {info.get('shape')}, the card's network needs {list(expected[name])}.")
+
+
+def save_model(path: str | Path, network: "torch.nn.Module", card: dict, overwrite: bool = True) -> Path:
+    """Write weights and card into one safetensors file, atomically, after reading the card back from it."""
     from safetensors.torch import save_file
 
+    from .outputs import write_atomic
+
     validate_card(card)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp), metadata={CARD_KEY: json.dumps(card)})
-    tmp.chmod(0o644)
-    tmp.replace(path)
-    return path
+
+    def verify(tmp: Path) -> None:
+        header = _safetensors_header(tmp)
+        _check_weights(header, {k: list(v.shape) for k, v in state.items()}, tmp)
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        if tmp.stat().st_size < end or read_card(tmp) != json.loads(json.dumps(card)):
+            raise ModelFileError("short file or card mismatch")
+
+    return write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata={CARD_KEY: json.dumps(card)}), verify,
+                        overwrite=overwrite)
 
 
-def _safetensors_metadata(path: Path) -> dict:
-    """The ``__metadata__`` of a safetensors file, read from its header (8-byte length + JSON): no torch needed."""
+def _safetensors_header(path: Path) -> dict:
+    """The JSON header of a safetensors file (8-byte length + JSON): tensor names, dtypes, shapes and
+    ``__metadata__``; no torch needed."""
     try:
         with path.open("rb") as f:
             size_bytes = f.read(8)
@@ -124,14 +203,14 @@ def _safetensors_metadata(path: Path) -> dict:
         raise ModelFileError(f"{path} is not a valid safetensors model file ({exc}).") from exc
     if not isinstance(header, dict):
         raise ModelFileError(f"{path} is not a valid safetensors model file (bad header).")
-    return header.get("__metadata__") or {}
+    return header
 
 
 def read_card(path: str | Path) -> dict:
     """The card of a model file without loading its weights (works without torch)."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        meta = _safetensors_metadata(path)
+        meta = _safetensors_header(path).get("__metadata__") or {}
         if CARD_KEY not in meta:
             raise ModelFileError(f"{path} has no liverseg model card; export it with 'liverseg-train export'.")
         try:
@@ -154,13 +233,21 @@ def load_model(path: str | Path, device: "str | torch.device" = "cpu") -> Loaded
     from .networks import build_network
 
     path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a folder, not a model file; give the .safetensors file.")
     if not path.is_file():
-        raise ModelFileError(f"Model file {path} does not exist.")
+        raise ModelFileError(f"Model file {path} does not exist or is not a regular file.")
     card = read_card(path)
+    try:
+        network = build_network(card["architecture"], card["network"])  # small: the card's ranges bound it
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: {exc}") from exc
+    expected = {k: list(v.shape) for k, v in network.state_dict().items()}
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
+            _check_weights(_safetensors_header(path), expected, path)
             state = load_file(str(path), device="cpu")
         elif path.suffix in (".pt", ".pth"):
             state = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -168,14 +255,15 @@ def load_model(path: str | Path, device: "str | torch.device" = "cpu") -> Loaded
             raise ModelFileError(f"Unsupported model file type {path.suffix!r}; use .safetensors.")
     except ModelFileError:
         raise
-    except Exception as exc:  # weights_only refuses pickled objects with an UnpicklingError
-        raise ModelFileError(f"Could not read weights from {path}: {str(exc).splitlines()[0]}") from exc
-    try:
-        network = build_network(card["architecture"], card["network"])
-    except ValueError as exc:
-        raise ModelFileError(f"{path}: {exc}") from exc
+    except pickle.UnpicklingError as exc:  # torch's own message suggests weights_only=False: never to a user
+        raise ModelFileError(f"{path} contains pickled Python objects, which liverseg never loads (only plain "
+                             "tensors); convert it to safetensors with 'liverseg-train export'.") from exc
+    except Exception as exc:
+        raise ModelFileError(f"Could not read weights from {path}: {str(exc).splitlines()[0][:200]}") from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelFileError(f"{path} does not hold a plain tensor state dict.")
+    if any(v.dtype not in (torch.float32, torch.float16) for v in state.values()):
+        raise ModelFileError(f"{path}: model weights must be float32 or float16.")
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -25,10 +25,6 @@ class CanonicalTransform:
     spacing: tuple[float, float, float]  # canonical voxel size in mm, numpy order (k, j, i)
     input_shape: tuple[int, int, int]
 
-    @property
-    def canonical_shape(self) -> tuple[int, int, int]:
-        return tuple(self.input_shape[a] for a in self.axes)  # type: ignore[return-value]
-
 
 def voxel_spacing(ijk_to_ras: np.ndarray) -> np.ndarray:
     """Voxel size along i, j, k in mm (column norms of the 3x3 part)."""

@@ -75,14 +75,15 @@ def render_overlay(ct: np.ndarray, ijk_to_ras: np.ndarray, prediction: np.ndarra
 
 
 def save_overlay(path: str | Path, ct: np.ndarray, ijk_to_ras: np.ndarray, prediction: np.ndarray,
-                 reference: np.ndarray | None = None) -> Path:
+                 reference: np.ndarray | None = None, overwrite: bool = True) -> Path:
+    """Write the overlay PNG atomically (checked complete before it replaces anything)."""
     from skimage.io import imsave
+
+    from .outputs import verify_png, write_atomic
 
     img = render_overlay(ct, ijk_to_ras, prediction, reference)
     if img.shape[0] < 384:  # small volumes: enlarge for viewing
         k = int(np.ceil(384 / img.shape[0]))
         img = img.repeat(k, axis=0).repeat(k, axis=1)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    imsave(str(path), img, check_contrast=False)
-    return path
+    return write_atomic(path, lambda tmp: imsave(str(tmp), img, check_contrast=False), verify_png,
+                        overwrite=overwrite)

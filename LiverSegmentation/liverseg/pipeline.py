@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checks import check_volume
+from .checks import check_geometry, check_volume
 from .devices import resolve_device
 from .inference import InferenceOptions, make_predictor
 from .metrics import labelmap_statistics
@@ -58,6 +58,7 @@ class Segmenter:
         array = np.asarray(array)
         if array.ndim == 4 and array.shape[-1] == 1:
             array = array[..., 0]
+        ijk_to_ras = check_geometry(ijk_to_ras)
         warnings = check_volume(array, allow_non_hu=allow_non_hu)
         for w in warnings:
             log.warning(w)
@@ -89,11 +90,12 @@ class Segmenter:
                                   timings=timings, model=self.model.name, device=str(self.device), warnings=warnings,
                                   roi_slices=roi, slices_run=slices_run)
 
-    def segment_file(self, path: str | Path, **kwargs) -> tuple[SegmentationResult, "object"]:
-        """Read a NIfTI/NRRD/MHA file or DICOM folder and segment it; returns the result and the image reference."""
+    def segment_file(self, path: str | Path, series: str | None = None, **kwargs) -> tuple[SegmentationResult, "object"]:
+        """Read a NIfTI/NRRD/MHA file or DICOM folder (``series``: which DICOM series) and segment it; returns the
+        result and the image reference."""
         from .io import read_image
 
-        image = read_image(path)
+        image = read_image(path, series=series)
         return self.segment(image.array, image.ijk_to_ras, **kwargs), image
 
 
@@ -114,11 +116,13 @@ def segment(image: np.ndarray | str | Path, ijk_to_ras: np.ndarray | None = None
         _CACHE[key] = Segmenter(model, device)
     seg = _CACHE[key]
     kwargs = dict(tumor=tumor, postprocessing=postprocessing, progress=progress, cancel=cancel, allow_non_hu=allow_non_hu)
-    from .io import ImageData, check_output_path, write_labelmap
+    from .io import LABELMAP_SUFFIXES, ImageData, write_labelmap
+    from .outputs import check_output_path
 
+    from_file = isinstance(image, (str, Path))
     if output is not None:  # refuse before spending time on inference
-        check_output_path(output, overwrite)
-    if isinstance(image, (str, Path)):
+        check_output_path(output, overwrite, suffixes=LABELMAP_SUFFIXES, inputs=[image] if from_file else [])
+    if from_file:
         result, ref = seg.segment_file(image, **kwargs)
         if output is not None:
             write_labelmap(output, result.labelmap, ref, overwrite=overwrite)

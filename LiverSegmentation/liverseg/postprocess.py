@@ -130,13 +130,6 @@ def binary_opening_mm(mask: np.ndarray, spacing, radius_mm: float) -> np.ndarray
     return _in_bbox(mask, tuple(s // 2 for s in st.shape), lambda m: ndimage.binary_opening(m, st))
 
 
-def binary_dilation_mm(mask: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
-    if radius_mm <= 0:
-        return mask
-    st = ellipsoid(radius_mm, spacing)
-    return _in_bbox(mask, tuple(s // 2 for s in st.shape), lambda m: ndimage.binary_dilation(m, st))
-
-
 def postprocess(liver: np.ndarray, tumor: np.ndarray, spacing: tuple[float, float, float],
                 config: PostprocessConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Clean liver and tumor masks (canonical grid, spacing in mm as (dz, dy, dx)).

@@ -199,8 +199,10 @@ def test_wrong_input_gives_a_clear_message(scene, headless, phantom):
         logic.validateInput(labelmap)
     with pytest.raises(ValueError, match="Hounsfield"):
         logic.validateInput(add_volume(scene, (vol.astype(np.float32) + 1024) / 16, m, "MR-like"))
-    with pytest.raises(ValueError, match="not a volume"):
+    with pytest.raises(ValueError, match="not a CT volume"):
         logic.validateInput(add_volume(scene, vol[:1, :1], m, "line"))
+    with pytest.raises(ValueError, match="at least 3 slices"):  # the engine's rule: the module agrees with it
+        logic.validateInput(add_volume(scene, vol[:1], m, "single slice"))
     with pytest.raises(ValueError, match="Select"):
         logic.validateInput(None)
     rgb = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "rgb")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from liverseg.cli import ProgressBar
+from liverseg.console import ProgressBar
 from liverseg.inference import InferenceOptions, make_predictor
 from liverseg.modelfile import LoadedModel, make_card, save_model
 from liverseg.networks import VOLUMETRIC, build_network, count_parameters
