@@ -36,11 +36,9 @@ def output_paths(inputs: list[Path], output: Path) -> list[Path]:
     that mirrors the inputs' layout below their common folder (``A/ct.nii.gz`` and ``B/ct.nii.gz`` become
     ``A/ct_liverseg.nii.gz`` and ``B/ct_liverseg.nii.gz``), so two cases never share an output."""
     from .checks import InputError
-    from .io import LABELMAP_SUFFIXES
-    from .outputs import compound_suffix
 
-    if len(inputs) == 1 and compound_suffix(output) in LABELMAP_SUFFIXES:
-        return [output]
+    if len(inputs) == 1 and output.suffix and not output.is_dir():
+        return [output]  # a file name (its suffix is checked with the other output rules)
     if len(inputs) > 1 and output.suffix and not output.is_dir():
         raise InputError("With several inputs, -o/--output must be a folder.")
     resolved = [p.expanduser().resolve() for p in inputs]
@@ -51,9 +49,9 @@ def output_paths(inputs: list[Path], output: Path) -> list[Path]:
 
 
 def cmd_segment(args) -> int:
-    from .checks import InputError
     from .inference import InferenceOptions
-    from .io import LABELMAP_SUFFIXES, write_labelmap
+    from .io import LABELMAP_SUFFIXES, inspect_input, read_image, write_labelmap
+    from .modelfile import ModelFileError
     from .outputs import check_output_path
     from .pipeline import Segmenter
     from .postprocess import PostprocessConfig
@@ -61,22 +59,24 @@ def cmd_segment(args) -> int:
     inputs = [Path(p).expanduser() for p in args.inputs]
     targets = output_paths(inputs, Path(args.output).expanduser())
     for inp in inputs:  # every input and every output is checked before minutes go into inference
-        if not inp.exists():
-            raise InputError(f"{inp} does not exist.")
+        inspect_input(inp)
     for t in targets:
         check_output_path(t, args.overwrite, suffixes=LABELMAP_SUFFIXES, inputs=inputs)
-    segmenter = Segmenter(args.model, args.device, InferenceOptions(roi=not args.full_scan), threads=args.threads)
+    segmenter = None  # loaded once the first input has been read: a bad single input is reported at once
     post = PostprocessConfig(enabled=not args.no_postprocessing)
     summaries = []
     for inp, target in zip(inputs, targets):
         t0 = time.perf_counter()
         bar = ProgressBar(inp.name, enabled=not args.quiet)
         try:
-            result, ref = segmenter.segment_file(inp, tumor=not args.no_tumor, postprocessing=post, progress=bar,
-                                                 allow_non_hu=args.allow_non_hu, series=args.series)
-            write_labelmap(target, result.labelmap, ref, overwrite=args.overwrite)
+            image = read_image(inp, series=args.series)
+            if segmenter is None:
+                segmenter = Segmenter(args.model, args.device, InferenceOptions(roi=not args.full_scan), threads=args.threads)
+            result = segmenter.segment(image.array, image.ijk_to_ras, tumor=not args.no_tumor, postprocessing=post,
+                                       progress=bar, allow_non_hu=args.allow_non_hu)
+            write_labelmap(target, result.labelmap, image, overwrite=args.overwrite)
         except (Exception, Cancelled) as exc:
-            if isinstance(exc, Cancelled) or args.stop_on_error or len(inputs) == 1:
+            if isinstance(exc, (Cancelled, ModelFileError)) or args.stop_on_error or len(inputs) == 1:
                 raise
             print(f"liverseg: error: {inp}: {exc}", file=sys.stderr)
             summaries.append({"input": str(inp), "output": None, "ok": False, "error": str(exc)})
@@ -188,6 +188,8 @@ def cmd_info(args) -> int:
         try:
             card = read_card(resolve_model_path(name))
         except Exception as exc:  # list what is there even if one model is broken
+            if args.model:
+                raise
             print(f"model {name}: unavailable ({exc})")
             continue
         flag = " (default)" if name == DEFAULT_MODEL else ""

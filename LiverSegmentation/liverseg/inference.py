@@ -77,7 +77,7 @@ class SlicePredictor:
             try:
                 outs = [self._forward(x[i:i + self.options.batch_size]).cpu() for i in range(0, len(x), self.options.batch_size)]
                 return torch.cat(outs)
-            except torch.OutOfMemoryError:
+            except torch.cuda.OutOfMemoryError:  # what every torch >= 2.1 raises (torch.OutOfMemoryError is newer)
                 if self.device.type != "cuda":
                     raise
                 torch.cuda.empty_cache()

@@ -123,6 +123,28 @@ def _declared_voxels(path: Path) -> None:
     check_memory(int(np.prod(size)), f"{path} declares {'x'.join(map(str, size))} voxels, which")
 
 
+def inspect_input(path: str | Path) -> None:
+    """The cheap checks of an input, from its header only: it exists, is a regular file or a folder with a DICOM
+    series, and its declared size fits in memory. Batch runs do this for every input before the first case."""
+    import SimpleITK as sitk
+
+    from .dicom import list_series
+
+    sitk.ProcessObject_SetGlobalWarningDisplay(False)
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise InputError(f"{path} does not exist.")
+    _open_regular(path)
+    if path.is_dir():
+        if not list_series(path):
+            raise InputError(f"{path} is a folder without a DICOM series; give a NIfTI/NRRD file or a DICOM folder.")
+        return
+    try:
+        _declared_voxels(path)
+    except RuntimeError as exc:
+        raise InputError(f"Could not read {path} as an image ({_itk_reason(exc)}).") from exc
+
+
 def read_image(path: str | Path, series: str | None = None) -> ImageData:
     """Read a volume file or a DICOM series folder (see :func:`liverseg.dicom.read_dicom_series` for the rules
     on several series, missing slices, uneven spacing and gantry tilt)."""

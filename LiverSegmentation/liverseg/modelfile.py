@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import pickle
 import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -250,7 +251,9 @@ def load_model(path: str | Path, device: "str | torch.device" = "cpu") -> Loaded
             _check_weights(_safetensors_header(path), expected, path)
             state = load_file(str(path), device="cpu")
         elif path.suffix in (".pt", ".pth"):
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's pickle-protocol remarks are not for users
+                warnings.simplefilter("ignore")
+                state = torch.load(str(path), map_location="cpu", weights_only=True)
         else:
             raise ModelFileError(f"Unsupported model file type {path.suffix!r}; use .safetensors.")
     except ModelFileError:

@@ -8,6 +8,7 @@ reporting only and is never used for training or model selection.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 import subprocess
@@ -20,6 +21,9 @@ import numpy as np
 
 PACKAGE = "liver-ct-segmentation-package==1.6.0"
 MEMBERS = {"image": "liver_ct_segmentation_package/data/img_117.mrc", "label": "liver_ct_segmentation_package/data/lab_117.mrc"}
+# SHA-256 of each member as published in that release: a changed or corrupted download is refused, never used.
+SHA256 = {"image": "6519548844be8c92a6f37dff22961800ec4baad72a4efbb9f7061ffd265e1780",
+          "label": "0f4950afdb218ae1a8790c2367a3f1bffe3d68cf186239cdfae897e4d4f99240"}
 ESTIMATED_SPACING_MM = (1.1, 1.1, 1.35)  # along R->L, A->P, I->S (not documented by the source; see module docstring)
 _MRC_DTYPES = {0: np.int8, 1: np.int16, 2: np.float32, 6: np.uint16}
 
@@ -68,7 +72,11 @@ def fetch_sample(dest: Path | None = None, quiet: bool = True) -> dict[str, Path
         geometry, ImageData = sample_geometry()
         with zipfile.ZipFile(wheels[0]) as wheel:
             for key, member in MEMBERS.items():
-                array = np.ascontiguousarray(read_mrc(wheel.read(member)).transpose(2, 1, 0))
+                data = wheel.read(member)
+                if hashlib.sha256(data).hexdigest() != SHA256[key]:
+                    raise RuntimeError(f"{member} in the downloaded {PACKAGE} does not have the expected checksum; "
+                                       "the download is corrupt or the package changed. Nothing was written.")
+                array = np.ascontiguousarray(read_mrc(data).transpose(2, 1, 0))
                 array = array.astype(np.int16) if key == "image" else array.astype(np.uint8)
                 write_image(paths[key], ImageData(array=array, **geometry))
     (dest / "README.txt").write_text(
