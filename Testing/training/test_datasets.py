@@ -45,9 +45,11 @@ def test_msd(tmp_path, case):
     np.testing.assert_array_equal(cases[0].load()[1], lab)
 
 
-def test_ircadb_merges_every_tumor_mask_into_label_2(tmp_path, case):
+@pytest.mark.parametrize("zipped", [False, True])
+def test_ircadb_merges_every_tumor_mask_into_label_2(tmp_path, case, zipped):
     vol, lab = case
-    root = tmp_path / "3Dircadb1.1"
+    top = tmp_path / "3Dircadb1"  # as 3Dircadb1.zip unpacks; the zip itself stays beside it
+    root = top / "3Dircadb1.1"
     write_dicom_series(root / "PATIENT_DICOM", vol, spacing=(6.0, 6.0, 5.0))
     write_dicom_series(root / "MASKS_DICOM" / "liver", (lab >= 1).astype(np.int16) * 255, spacing=(6.0, 6.0, 5.0), series_uid="1.2.3.4.1")
     # Two tumor masks whose union is the tumor label (IRCADb stores one folder per lesion).
@@ -56,6 +58,13 @@ def test_ircadb_merges_every_tumor_mask_into_label_2(tmp_path, case):
         write_dicom_series(root / "MASKS_DICOM" / f"livertumor{i:02d}", half.astype(np.int16) * 255,
                            spacing=(6.0, 6.0, 5.0), series_uid=f"1.2.3.4.{i + 1}")
     write_dicom_series(root / "MASKS_DICOM" / "portalvein", np.zeros_like(vol), spacing=(6.0, 6.0, 5.0), series_uid="1.2.3.5")
+    (tmp_path / "3Dircadb1.zip").write_bytes(b"PK")  # the top-level download is not a case
+    if zipped:  # as downloaded: PATIENT_DICOM.zip and MASKS_DICOM.zip inside each patient folder
+        import shutil
+
+        for name in ("PATIENT_DICOM", "MASKS_DICOM"):
+            shutil.make_archive(str(root / name), "zip", root, name)
+            shutil.rmtree(root / name)
     cases = find_cases("ircadb", tmp_path)
     assert [c.case_id for c in cases] == ["ircadb_1"]
     image, label = cases[0].load()
@@ -65,9 +74,10 @@ def test_ircadb_merges_every_tumor_mask_into_label_2(tmp_path, case):
 
 def test_chaos_pairs_slices_by_file_name(tmp_path, case):
     vol, lab = case
-    # CHAOS names files so that name order is the slice order.
-    write_dicom_series(tmp_path / "CT" / "1" / "DICOM_anon", vol, spacing=(6.0, 6.0, 5.0))
-    ground = tmp_path / "CT" / "1" / "Ground"
+    # CHAOS names files so that name order is the slice order; its zip unpacks to CHAOS_Train_Sets/Train_Sets/CT.
+    ct = tmp_path / "CHAOS_Train_Sets" / "Train_Sets" / "CT"
+    write_dicom_series(ct / "1" / "DICOM_anon", vol, spacing=(6.0, 6.0, 5.0))
+    ground = ct / "1" / "Ground"
     ground.mkdir(parents=True)
     for k in range(vol.shape[0]):
         sitk.WriteImage(sitk.GetImageFromArray(((lab[k] >= 1) * 255).astype(np.uint8)), str(ground / f"liver_GT_{k:03d}.png"))

@@ -33,6 +33,8 @@ def test_kfold_and_leave_one_out_are_by_patient():
     folds = kfold_splits(p, k=4)
     assert all(_disjoint_by_patient(f, p) for f in folds)
     assert sorted(c for f in folds for c in f["val"]) == sorted(p)
+    with pytest.raises(ValueError, match="at least 13 patients"):
+        kfold_splits(p, k=13)  # 12 patients: never fewer folds than asked, silently
     loo = leave_one_out_splits(p)
     assert len(loo) == 12 and all(len({p[c] for c in s["test"]}) == 1 and _disjoint_by_patient(s, p) for s in loo)
 

@@ -5,8 +5,11 @@ label array on the same grid with values 0 background, 1 liver, 2 tumor.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -86,17 +89,39 @@ def _read_dicom_masks(folder: Path, shape) -> np.ndarray:
     return mask > 0
 
 
+def _dicom_folder(case_dir: Path, name: str, stack: contextlib.ExitStack) -> Path:
+    """``case_dir/name`` as a folder; 3D-IRCADb ships it as ``name.zip`` inside each patient folder, which is
+    unpacked into a temporary folder for as long as ``stack`` is open."""
+    folder = case_dir / name
+    if folder.is_dir():
+        return folder
+    archive = case_dir / f"{name}.zip"
+    if not archive.is_file():
+        raise FileNotFoundError(f"{case_dir} has neither {name}/ nor {name}.zip.")
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ircadb-")))
+    with zipfile.ZipFile(archive) as z:
+        z.extractall(tmp)
+    inner = tmp / name
+    return inner if inner.is_dir() else tmp
+
+
 def ircadb(root: Path) -> list[CaseSource]:
-    """3D-IRCADb-01: 3Dircadb1.N/PATIENT_DICOM + MASKS_DICOM/liver and every MASKS_DICOM/livertumor* (-> label 2)."""
+    """3D-IRCADb-01: 3Dircadb1.N/PATIENT_DICOM + MASKS_DICOM/liver and every MASKS_DICOM/livertumor* (-> label 2).
+
+    Works on the download as it is: patient folders anywhere below ``root`` (e.g. after unpacking 3Dircadb1.zip),
+    and PATIENT_DICOM/MASKS_DICOM either as folders or as the .zip files the download has inside each patient."""
     cases = []
-    for case_dir in sorted(root.glob("3Dircadb1.*"), key=lambda p: _natural_key(p.name)):
+    dirs = [p for p in root.rglob("3Dircadb1.*") if p.is_dir() and re.fullmatch(r"3Dircadb1\.\d+", p.name)]
+    for case_dir in sorted(dirs, key=lambda p: _natural_key(p.name)):
         def load(case_dir=case_dir):
-            image = read_image(case_dir / "PATIENT_DICOM")
-            label = np.zeros(image.array.shape, np.uint8)
-            label[_read_dicom_masks(case_dir / "MASKS_DICOM" / "liver", label.shape)] = LIVER
-            for tumor_dir in sorted((case_dir / "MASKS_DICOM").glob("livertumor*")):
-                label[_read_dicom_masks(tumor_dir, label.shape)] = TUMOR
-            return image, label
+            with contextlib.ExitStack() as stack:
+                image = read_image(_dicom_folder(case_dir, "PATIENT_DICOM", stack))
+                masks = _dicom_folder(case_dir, "MASKS_DICOM", stack)
+                label = np.zeros(image.array.shape, np.uint8)
+                label[_read_dicom_masks(masks / "liver", label.shape)] = LIVER
+                for tumor_dir in sorted(masks.glob("livertumor*")):
+                    label[_read_dicom_masks(tumor_dir, label.shape)] = TUMOR
+                return image, label
         cid = case_dir.name.replace("3Dircadb1.", "ircadb_")
         cases.append(CaseSource(cid, cid, "3D-IRCADb-01", load))
     return cases
@@ -106,9 +131,10 @@ def chaos_ct(root: Path) -> list[CaseSource]:
     """CHAOS CT: CT/N/DICOM_anon/*.dcm + CT/N/Ground/liver_GT_*.png, slices paired by file name order."""
     import SimpleITK as sitk
 
-    base = root / "CT" if (root / "CT").is_dir() else root
+    # Case folders anywhere below root: CT/N, or CHAOS_Train_Sets/Train_Sets/CT/N as the zip unpacks.
+    case_dirs = [p.parent for p in root.rglob("DICOM_anon") if p.is_dir() and (p.parent / "Ground").is_dir()]
     cases = []
-    for case_dir in sorted((p for p in base.iterdir() if (p / "DICOM_anon").is_dir()), key=lambda p: _natural_key(p.name)):
+    for case_dir in sorted(case_dirs, key=lambda p: _natural_key(p.name)):
         def load(case_dir=case_dir):
             dcm = sorted((case_dir / "DICOM_anon").glob("*.dcm"), key=lambda p: _natural_key(p.name))
             pngs = sorted((case_dir / "Ground").glob("*.png"), key=lambda p: _natural_key(p.name))

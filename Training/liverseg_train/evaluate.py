@@ -4,7 +4,6 @@ Writes metrics.json, a per-case Markdown report, bar charts and overlay PNGs (CT
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -13,9 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from liverseg.metrics import evaluate_labelmaps, global_dice, json_safe
+from liverseg.outputs import write_json
 from liverseg.overlay import save_overlay
 from liverseg.pipeline import Segmenter
 
+from .analysis import analyse_case, plot_profiles, report_lines
 from .datasets import CaseSource
 
 log = logging.getLogger("liverseg.train")
@@ -55,6 +56,7 @@ def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Pa
         m = evaluate_labelmaps(result.labelmap, label, spacing, tumor=tumor and has_tumor_label)
         m["seconds"] = seconds
         m["statistics"] = result.statistics
+        m["analysis"] = analyse_case(image.array, image.ijk_to_ras, result.labelmap, label, tumor=tumor)
         per_case[case.case_id] = m
         save_overlay(out_dir / f"{case.case_id}_overlay.png", image.array, image.ijk_to_ras, result.labelmap, label)
         log.info("%s: liver Dice %.4f%s (%.1f s)", case.case_id, m["liver"]["dice"],
@@ -67,7 +69,7 @@ def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Pa
         summary["tumor_dice_mean"] = float(np.mean([c["tumor"]["dice"] for c in tumor_cases]))
         summary["tumor_dice_global"] = global_dice(tumor_cases, "tumor")
     clean = json_safe(summary)
-    (out_dir / "metrics.json").write_text(json.dumps(clean, indent=1))
+    write_json(out_dir / "metrics.json", clean, overwrite=True)
     write_report(clean, out_dir)
     return clean
 
@@ -89,6 +91,9 @@ def write_report(summary: dict, out_dir: Path) -> Path:
     lines += ["", f"Liver Dice: mean per case {summary['liver_dice_mean']:.4f}, global {summary['liver_dice_global']:.4f}."]
     if "tumor_dice_mean" in summary:
         lines.append(f"Tumor Dice: mean per case {summary['tumor_dice_mean']:.4f}, global {summary['tumor_dice_global']:.4f}.")
+    analysed = {cid: m["analysis"] for cid, m in summary["cases"].items() if "analysis" in m}
+    if analysed:
+        lines += [""] + report_lines(analysed)
     lines += ["", "Overlays: CT | reference | prediction | prediction with reference outlines (yellow).", ""]
     lines += [f"![{cid}]({cid}_overlay.png)" for cid in summary["cases"]]
     try:
@@ -108,6 +113,8 @@ def write_report(summary: dict, out_dir: Path) -> Path:
         plt.tight_layout()
         fig.savefig(out_dir / "dice.png", dpi=100)
         plt.close(fig)
+        if analysed:
+            plot_profiles(analysed, out_dir / "profile.png")
         lines.insert(2, "![Dice per case](dice.png)\n")
     except ImportError:
         log.info("matplotlib not installed: no bar chart.")

@@ -11,10 +11,13 @@ def export_model(run_dir: str | Path, output: str | Path, metrics: dict | None =
                  version: str | None = None, extra_card: dict | None = None) -> Path:
     """Copy the run's best model to ``output`` with ``metrics`` (e.g. an evaluation's metrics.json) in its card."""
     run_dir = Path(run_dir)
-    candidates = sorted(run_dir.glob("*.safetensors"))
-    if not candidates:
-        raise FileNotFoundError(f"{run_dir} holds no model file; train first.")
-    model = load_model(candidates[0])
+    config = run_dir / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{run_dir} has no config.json: not a training run folder (train first).")
+    best = run_dir / f"{json.loads(config.read_text())['name']}.safetensors"  # what training wrote, by name
+    if not best.is_file():
+        raise FileNotFoundError(f"{best} does not exist yet; training has not saved a model in {run_dir}.")
+    model = load_model(best)
     card = dict(model.card)
     if name:
         card["name"] = name

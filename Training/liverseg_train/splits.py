@@ -29,7 +29,9 @@ def kfold_splits(case_patients: dict[str, str], k: int = 5, seed: int = 0) -> li
     groups = _patients(case_patients)
     patients = sorted(groups)
     random.Random(seed).shuffle(patients)
-    k = min(k, len(patients))
+    if not 2 <= k <= len(patients):
+        raise ValueError(f"{k} folds need at least {k} patients, but the data has {len(patients)}; "
+                         f"use --k {max(2, min(k, len(patients)))} or --scheme loo.")
     folds = [patients[i::k] for i in range(k)]
     out = []
     for i in range(k):

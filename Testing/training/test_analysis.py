@@ -1,0 +1,70 @@
+"""Failure-mode analysis on analytic cases whose answers are known by construction."""
+import numpy as np
+import pytest
+
+from liverseg_train.analysis import analyse_case, detection_by_size, equivalent_diameter_mm
+
+SPACING = (2.0, 1.0, 1.0)  # [k, j, i] mm; identity direction -> canonical is the array itself, k towards the head
+
+
+def _ijk_to_ras():
+    m = np.diag([-SPACING[2], -SPACING[1], SPACING[0], 1.0])  # i -> left, j -> posterior (LPS identity), k -> superior
+    return m
+
+
+def _ball(shape, centre, radius_mm):
+    zz, yy, xx = np.ogrid[tuple(slice(0, n) for n in shape)]
+    return ((zz - centre[0]) * SPACING[0]) ** 2 + ((yy - centre[1]) * SPACING[1]) ** 2 + \
+        ((xx - centre[2]) * SPACING[2]) ** 2 <= radius_mm ** 2
+
+
+def test_regions_lesion_sizes_and_false_positives():
+    shape = (30, 80, 80)
+    ref = np.zeros(shape, np.uint8)
+    ref[3:27, 10:70, 10:70] = 1  # 24 liver slices: tip 3-10, middle 11-18, dome 19-26
+    big, small = _ball(shape, (15, 40, 40), 12.5), _ball(shape, (8, 20, 60), 3.0)
+    ref[big & (ref == 1)] = 2
+    ref[small & (ref == 1)] = 2
+    pred = ref.copy()
+    pred[3:7] = 0  # the tip's lowest 4 slices are missed
+    pred[small] = 1  # the small lesion is missed (called liver)
+    cyst = _ball(shape, (22, 60, 20), 4.0)
+    pred[cyst] = 2  # a false lesion near the dome
+    image = np.where(ref >= 1, 110, -100).astype(np.int16)
+    image[ref == 2] = 60
+    image[cyst] = 5  # water density
+    a = analyse_case(image, _ijk_to_ras(), pred, ref)
+    reg = a["craniocaudal"]["regions"]
+    assert reg["dome"] == pytest.approx(1.0, abs=0.02) and reg["middle"] == pytest.approx(1.0)
+    assert reg["tip"] == pytest.approx(2 * 4 / (8 + 4), abs=0.01)  # 4 of 8 tip slices found
+    assert a["craniocaudal"]["per_slice"][4] == 0.0
+    bins = {r["bin"]: (r["detected"], r["lesions"]) for r in a["detection_by_size"]}
+    assert bins == {"<10 mm": (0, 1), "10-20 mm": (0, 0), ">20 mm": (1, 1)}
+    (fp,) = a["false_positive_lesions"]
+    assert fp["region"] == "dome" and fp["kind"].startswith("water density") and fp["mean_hu"] == pytest.approx(5)
+    assert fp["volume_ml"] == pytest.approx(cyst.sum() * 2 / 1000)
+
+
+def test_equivalent_diameter_of_a_ball():
+    ball = _ball((40, 60, 60), (20, 30, 30), 12.0)
+    assert equivalent_diameter_mm(int(ball.sum()), float(np.prod(SPACING))) == pytest.approx(24.0, rel=0.05)
+    rows = detection_by_size(np.zeros_like(ball), ball, SPACING)
+    assert [r["lesions"] for r in rows] == [0, 0, 1] and rows[2]["recall"] == 0.0
+
+
+def test_evaluate_writes_the_failure_mode_report(tmp_path, tiny_model_path, phantom):
+    import SimpleITK as sitk
+
+    from liverseg_train.datasets import find_cases
+    from liverseg_train.evaluate import evaluate_cases
+
+    vol, lab, _ = phantom
+    for name, arr in (("p_image", vol), ("p_label", lab)):
+        img = sitk.GetImageFromArray(arr)
+        img.SetSpacing((3.0, 3.0, 5.0))
+        sitk.WriteImage(img, str(tmp_path / f"{name}.nii.gz"))
+    summary = evaluate_cases(tiny_model_path, find_cases("generic", tmp_path), tmp_path / "rep", device="cpu")
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Failure modes" in report and "| p |" in report and "Lesions found by size" in report
+    assert (tmp_path / "rep" / "profile.png").exists()
+    assert set(summary["cases"]["p"]["analysis"]["craniocaudal"]["regions"]) == {"dome", "middle", "tip"}
