@@ -79,7 +79,7 @@ class Segmenter:
         liver = probs.liver >= round(th["liver"] * 255)
         tumor_mask = (probs.tumor >= round(th["tumor"] * 255)) if tumor else np.zeros_like(liver)
         del probs
-        liver, tumor_mask = postprocess(liver, tumor_mask, transform.spacing, postprocessing)
+        liver, tumor_mask = postprocess(liver, tumor_mask, transform.spacing, postprocessing, image_hu=canonical)
         report.check()
         labelmap = from_canonical(to_labelmap(liver, tumor_mask), transform)
         timings["postprocessing"] = time.perf_counter() - t

@@ -21,6 +21,11 @@ class PostprocessConfig:
     tumor_inside_liver: bool = True
     tumor_liver_dilation_mm: float = 3.0
     min_tumor_mm3: float = 30.0  # tumor components smaller than this are removed (0 keeps all)
+    # Water-density look-alikes: a "tumor" whose mean HU lies in this range and is homogeneous is a simple cyst
+    # (kept as liver) or, where it bulges out of the liver, the gallbladder or fluid (removed). None disables.
+    water_hu: tuple[float, float] | None = (-15.0, 20.0)
+    water_max_std_hu: float = 25.0
+    water_outside_fraction: float = 0.3  # share of a look-alike's border outside the liver that makes it extrahepatic
 
 
 def ellipsoid(radius_mm: float, spacing: tuple[float, float, float]) -> np.ndarray:
@@ -130,9 +135,34 @@ def binary_opening_mm(mask: np.ndarray, spacing, radius_mm: float) -> np.ndarray
     return _in_bbox(mask, tuple(s // 2 for s in st.shape), lambda m: ndimage.binary_opening(m, st))
 
 
+def water_look_alikes(liver: np.ndarray, tumor: np.ndarray, image_hu: np.ndarray,
+                      config: PostprocessConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Tumor components of homogeneous water density: (cysts inside the liver, gallbladder/fluid at its edge).
+
+    Why: the networks learn lesions mostly as "darker than liver", and bile or cyst fluid is darker still; density
+    is the one cue that tells them apart reliably. Limitation (README): a fully cystic or necrotic lesion at
+    water density is not reported as tumor."""
+    cysts, outside = np.zeros_like(tumor), np.zeros_like(tumor)
+    lo, hi = config.water_hu
+    labels, n = ndimage.label(tumor, structure=_FULL)
+    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+        sl = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in sl)
+        comp = labels[sl] == i
+        values = image_hu[sl][comp].astype(np.float32)
+        if not (lo <= float(values.mean()) <= hi and float(values.std()) <= config.water_max_std_hu):
+            continue
+        border = ndimage.binary_dilation(comp, structure=_FULL) & ~comp
+        outside_share = float(np.mean(~liver[sl][border])) if border.any() else 0.0
+        target = outside if outside_share > config.water_outside_fraction else cysts
+        target[sl] |= comp
+    return cysts, outside
+
+
 def postprocess(liver: np.ndarray, tumor: np.ndarray, spacing: tuple[float, float, float],
-                config: PostprocessConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Clean liver and tumor masks (canonical grid, spacing in mm as (dz, dy, dx)).
+                config: PostprocessConfig | None = None,
+                image_hu: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Clean liver and tumor masks (canonical grid, spacing in mm as (dz, dy, dx)); ``image_hu`` (the canonical
+    CT) enables the water-density look-alike rule.
 
     All work happens inside the bounding box of the predicted voxels, so cost follows the liver, not the scan.
     """
@@ -147,6 +177,10 @@ def postprocess(liver: np.ndarray, tumor: np.ndarray, spacing: tuple[float, floa
     if config.tumor_inside_liver:
         # Tumor voxels are liver (LiTS convention); keep tumor components that come near the liver.
         tu = tu & near_mask(tu, lv, spacing, config.tumor_liver_dilation_mm) if lv.any() else np.zeros_like(tu)
+    if image_hu is not None and config.water_hu is not None and tu.any():
+        cysts, outside = water_look_alikes(lv & ~tu, tu, image_hu[box], config)
+        tu = tu & ~cysts & ~outside
+        lv = (lv | cysts) & ~outside
     lv = lv | tu
     if config.liver_opening_mm > 0:
         lv = binary_opening_mm(lv, spacing, config.liver_opening_mm)

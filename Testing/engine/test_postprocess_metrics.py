@@ -139,3 +139,28 @@ def test_json_safe_turns_non_finite_metrics_into_null():
     out = metrics.json_safe({"hd95_mm": math.inf, "rvd": np.float64(-0.5), "x": [np.nan, np.int64(3)]})
     assert out == {"hd95_mm": None, "rvd": -0.5, "x": [None, 3]}
     json.dumps(out, allow_nan=False)  # strict JSON
+
+
+def test_water_density_look_alikes_are_not_tumor():
+    """A homogeneous water-density "lesion" inside the liver is a cyst (liver), one bulging out of it is the
+    gallbladder (background); a real hypodense lesion (40 HU) stays tumor; water-density rule off keeps all."""
+    shape, spacing = (20, 60, 60), (2.0, 1.0, 1.0)
+    zz, yy, xx = np.ogrid[:20, :60, :60]
+    liver = np.zeros(shape, bool)
+    liver[2:18, 5:55, 5:45] = True
+    cyst = ((zz - 10) * 2) ** 2 + (yy - 20) ** 2 + (xx - 20) ** 2 <= 36
+    gall = ((zz - 10) * 2) ** 2 + (yy - 40) ** 2 + (xx - 45) ** 2 <= 64  # centred on the liver's edge
+    lesion = ((zz - 10) * 2) ** 2 + (yy - 40) ** 2 + (xx - 20) ** 2 <= 36
+    rng = np.random.default_rng(0)
+    image = np.where(liver, 110.0, -50.0) + rng.normal(0, 8, shape)
+    image[cyst | gall] = 5 + rng.normal(0, 8, (cyst | gall).sum())
+    image[lesion] = 40 + rng.normal(0, 8, lesion.sum())
+    pred_liver = liver | gall
+    tumor = cyst | gall | lesion
+    lv, tu = postprocess(pred_liver, tumor, spacing, PostprocessConfig(fill_liver_holes=False, liver_closing_mm=0),
+                         image_hu=image)
+    assert not (tu & cyst).any() and not (tu & gall).any() and (tu & lesion).sum() == lesion.sum()
+    assert lv[cyst].all()  # the cyst is liver
+    assert not (lv & gall & ~liver).any()  # the gallbladder's bulge is background
+    lv, tu = postprocess(pred_liver, tumor, spacing, PostprocessConfig(water_hu=None), image_hu=image)
+    assert (tu & cyst).any() and (tu & gall).any()

@@ -33,3 +33,36 @@ def test_default_model_finds_the_liver_on_real_ct_in_every_stored_orientation():
         image, label = read_image(img_path), read_image(lab_path).array
         result = seg.segment(image.array, image.ijk_to_ras)
         assert dice(result.labelmap >= 1, label >= 1) > 0.8, name
+
+
+@pytest.mark.slow
+def test_default_model_does_not_call_a_gallbladder_or_a_cyst_tumor():
+    """Real CT (CHAOS) with a water-density cyst inserted inside the liver and a gallbladder-like pouch at its
+    inferior edge: neither may come out as tumor, and the cyst must stay liver."""
+    from scipy import ndimage
+
+    from liverseg import Segmenter
+    from liverseg.orientation import canonical_transform, from_canonical, to_canonical
+
+    img_path, lab_path = shared_case("chaos_eval_ct")
+    image, label = read_image(img_path), read_image(lab_path).array
+    t = canonical_transform(image.array.shape, image.ijk_to_ras)
+    ct, liver = to_canonical(image.array, t).copy(), to_canonical(label, t) >= 1
+    dz, dy, dx = t.spacing
+    zz, yy, xx = np.ogrid[tuple(slice(0, n) for n in ct.shape)]
+    rng = np.random.default_rng(0)
+    inner = ndimage.binary_erosion(liver, iterations=12)
+    cz, cy, cx = np.argwhere(inner)[len(np.argwhere(inner)) // 2]
+    cyst = ((zz - cz) * dz) ** 2 + ((yy - cy) * dy) ** 2 + ((xx - cx) * dx) ** 2 <= 12.0 ** 2
+    zs = np.nonzero(liver.any(axis=(1, 2)))[0]
+    gz = int(zs[len(zs) // 4])  # lower quarter of the liver
+    edge = liver[gz] & ~ndimage.binary_erosion(liver[gz], iterations=2)
+    gy, gx = np.argwhere(edge)[np.argmax(np.argwhere(edge)[:, 0])]  # the liver's most posterior edge point
+    gall = ((zz - gz) * dz / 2.5) ** 2 + ((yy - gy) * dy) ** 2 + ((xx - gx) * dx) ** 2 <= 14.0 ** 2
+    for mask in (cyst, gall):
+        ct[mask] = (8 + rng.normal(0, 10, mask.sum())).astype(ct.dtype)
+    result = Segmenter(None, "cpu").segment(from_canonical(ct, t), image.ijk_to_ras)
+    out = to_canonical(result.labelmap, t)
+    assert (out[cyst] == 2).mean() < 0.02 and (out[gall] == 2).mean() < 0.02, \
+        ((out[cyst] == 2).mean(), (out[gall] == 2).mean())
+    assert (out[cyst] >= 1).mean() > 0.9  # the cyst is liver
