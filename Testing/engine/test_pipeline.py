@@ -71,12 +71,6 @@ def test_cancel_stops_the_run(segmenter, phantom):
     assert calls[-1] < 1.0
 
 
-def test_roi_and_full_pass_agree_inside_the_roi(segmenter, phantom):
-    vol, _, m = phantom
-    full = Segmenter(segmenter.model, "cpu", InferenceOptions(roi=False)).segment(vol, m, postprocessing=PostprocessConfig(enabled=False))
-    assert full.labelmap.shape == vol.shape
-
-
 def test_in_memory_segment_refuses_an_existing_output_before_inference(tiny_model_path, phantom, tmp_path, monkeypatch):
     import liverseg
     from liverseg import InputError
