@@ -409,3 +409,22 @@ def test_worker_reports_bad_jobs_in_one_line(tmp_path):
     (tmp_path / "job.json").unlink()
     assert worker_run(tmp_path) == 1
     assert "no job.json" in json.loads((tmp_path / "result.json").read_text())["error"]
+
+
+def test_public_sample_with_a_wrong_checksum_is_refused(tmp_path, monkeypatch):
+    """A corrupted or changed download is never converted into a 'sample'."""
+    import zipfile
+
+    import liverseg.sample as sample
+
+    def fake_pip(cmd, **kwargs):
+        dest = Path(cmd[cmd.index("-d") + 1])
+        with zipfile.ZipFile(dest / "liver_ct_segmentation_package-1.6.0-py3-none-any.whl", "w") as z:
+            for member in sample.MEMBERS.values():
+                z.writestr(member, b"\0" * 2048)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(sample.subprocess, "run", fake_pip)
+    with pytest.raises(RuntimeError, match="expected checksum"):
+        sample.fetch_sample(tmp_path / "s")
+    assert not list((tmp_path / "s").glob("*.nii.gz"))
