@@ -89,10 +89,11 @@ class SlicePredictor:
                     self.device = torch.device("cpu")
                     self.network = self.network.to(self.device)
 
-    def _run_slices(self, volume: torch.Tensor, z: np.ndarray, window_yx: tuple[slice, slice],
+    def _run_slices(self, volume: torch.Tensor, z: np.ndarray, window_yx: tuple[slice, slice], dz: float,
                     report: Reporter) -> torch.Tensor:
-        """Probabilities (len(z), 2, h, w) for the given slices of a preprocessed (Z, H, W) volume."""
-        ctx = context_indices(z, volume.shape[0], self.spec.context_slices)
+        """Probabilities (len(z), 2, h, w) for the given slices of a preprocessed (Z, H, W) volume whose slices are
+        ``dz`` mm apart."""
+        ctx = context_indices(z, volume.shape[0], self.spec.context_slices, self.spec.context_stride(dz))
         chunk = max(1, self.options.batch_size) * 4
         outs = []
         for start in range(0, len(z), chunk):
@@ -115,7 +116,7 @@ class SlicePredictor:
         if self.options.roi and n_z > 1:
             step = max(1, int(round(self.options.coarse_step_mm / dz)))
             zc = np.arange(step // 2, n_z, step)
-            coarse = self._run_slices(pre, zc, full, report.stage(0.0, 0.25))
+            coarse = self._run_slices(pre, zc, full, dz, report.stage(0.0, 0.25))
             slices_run += len(zc)
             found = coarse[:, 0] > self.model.thresholds["liver"]
             hit = found.flatten(1).any(1).numpy()
@@ -131,7 +132,7 @@ class SlicePredictor:
                 log.warning("The coarse pass found no liver; searching every slice over the full field of view.")
             fine_report = report.stage(0.25, 1.0)
         z_fine = np.arange(z_lo, z_hi)
-        probs = self._run_slices(pre, z_fine, window, fine_report)
+        probs = self._run_slices(pre, z_fine, window, dz, fine_report)
         return probs, (z_lo, z_hi), window, slices_run + len(z_fine)
 
     def _paste(self, probs: torch.Tensor, z_range, window, work_hw, native_shape, report: Reporter) -> tuple[np.ndarray, np.ndarray]:

@@ -88,6 +88,7 @@ CARD_RANGES: dict[tuple[str, str], tuple[type, float, float]] = {
     ("preprocessing", "context_slices"): (int, 0, 7),
     ("preprocessing", "size_multiple"): (int, 1, 256),
     ("preprocessing", "slice_spacing_mm"): (float, 0.3, 10.0),
+    ("preprocessing", "context_spacing_mm"): (float, 0.3, 10.0),
     ("thresholds", "liver"): (float, 0.0, 1.0),
     ("thresholds", "tumor"): (float, 0.0, 1.0),
 }

@@ -43,9 +43,10 @@ def resample_slices_z(volume: torch.Tensor, n_out: int) -> torch.Tensor:
     return out[0, 0] if squeeze else out[0]
 
 
-def context_indices(centre: np.ndarray, n_slices: int, context: int) -> np.ndarray:
-    """Indices of each slice and its neighbours (clamped at the volume ends): shape (len(centre), 2*context+1)."""
-    offsets = np.arange(-context, context + 1)
+def context_indices(centre: np.ndarray, n_slices: int, context: int, stride: int = 1) -> np.ndarray:
+    """Indices of each slice and its neighbours ``stride`` slices apart (clamped at the volume ends):
+    shape (len(centre), 2*context+1)."""
+    offsets = np.arange(-context, context + 1) * stride
     return np.clip(np.asarray(centre)[:, None] + offsets[None, :], 0, n_slices - 1)
 
 

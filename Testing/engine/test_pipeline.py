@@ -83,3 +83,26 @@ def test_in_memory_segment_refuses_an_existing_output_before_inference(tiny_mode
     with pytest.raises(InputError, match="overwrite"):
         liverseg.segment(vol, m, model=tiny_model_path, device="cpu", output=out)
     assert out.read_bytes() == b"keep me"
+
+
+def test_thin_slice_scans_feed_neighbours_at_the_cards_context_spacing(tiny_model_path):
+    """A card with context_spacing_mm=2 on a 0.5 mm scan: the network's neighbour channels are 4 slices away."""
+    import dataclasses
+
+    import torch
+
+    from liverseg.inference import make_predictor
+    from liverseg.modelfile import load_model
+
+    model = load_model(tiny_model_path)
+    model.card["preprocessing"]["context_spacing_mm"] = 2.0
+    predictor = make_predictor(model, torch.device("cpu"), InferenceOptions(roi=False))
+    seen = []
+    forward = predictor._forward_batched
+    predictor._forward_batched = lambda x: (seen.append(x.clone()), forward(x))[1]
+    pre = torch.arange(30, dtype=torch.float32)[:, None, None].expand(30, 16, 16) / 30  # slice value = index / 30
+    predictor.predict_preprocessed(pre.contiguous(), dz=0.5)
+    x = torch.cat(seen)
+    centre = torch.round(x[:, 1, 0, 0] * 30)
+    assert torch.equal(torch.round(x[10, :, 0, 0] * 30), torch.tensor([6.0, 10.0, 14.0])) and centre[10] == 10
+    assert dataclasses.replace(model.preprocessing).context_stride(0.5) == 4

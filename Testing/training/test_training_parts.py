@@ -163,3 +163,19 @@ def test_sampler_reaches_liver_ends_thick_slices_and_scan_edges():
     sampler.cfg = TrainConfig(scan_edge_probability=1.0, thick_slice_probability=0.0)
     stack, labels, _ = sampler._context_stack(sampler.arrays["c"], 20)
     assert np.array_equal(stack[0], stack[1]) != np.array_equal(stack[2], stack[1])  # exactly one side repeats
+
+
+def test_thin_slices_take_neighbours_about_2_mm_apart_in_training_and_inference():
+    from liverseg.preprocessing import PreprocessingSpec, context_indices
+    from liverseg_train.train import SliceSampler, TrainConfig
+
+    spec = PreprocessingSpec(context_spacing_mm=2.0)
+    assert [spec.context_stride(dz) for dz in (0.625, 1.0, 2.0, 5.0)] == [3, 2, 1, 1]
+    assert PreprocessingSpec().context_stride(0.625) == 1  # older cards: direct neighbours, as they were trained
+    assert context_indices(np.array([0, 10]), 12, 1, 3).tolist() == [[0, 0, 3], [7, 10, 11]]
+    image = np.tile(np.arange(40, dtype=np.float16)[:, None, None] / 40, (1, 32, 32))
+    label = np.ones((40, 32, 32), np.uint8)
+    sampler = SliceSampler({"c": {"image": image, "label": label, "slice_spacing": 0.7}}, ["c"], spec,
+                           TrainConfig(thick_slice_probability=0.0, scan_edge_probability=0.0), seed=0)
+    stack, _, spacing = sampler._context_stack(sampler.arrays["c"], 20)
+    assert [round(float(v) * 40) for v in stack[:, 0, 0]] == [17, 20, 23] and spacing == pytest.approx(2.1)

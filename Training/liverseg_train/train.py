@@ -66,6 +66,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA
     patch_size: tuple[int, int, int] = (32, 96, 96)  # 3D architectures only: training patch (z, y, x)
     slice_spacing_mm: float = 3.0  # 3D architectures only: slices are resampled to this spacing
+    context_spacing_mm: float = 2.0  # 2.5D: neighbours at least about this far apart (thin-slice scans)
     tumors: TumorSynthesisConfig = field(default_factory=TumorSynthesisConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     time_limit_minutes: float = 0.0  # stop cleanly (checkpoint saved) after this long; resume later. 0: none
@@ -156,12 +157,15 @@ class SliceSampler:
         Sometimes mimics a thicker-sliced scan (context slices further apart, each the mean of the slices it spans,
         as a thick reconstruction averages them) or the first/last slice of a partial scan (the context on one
         side repeats the centre slice, as ``context_indices`` clamps at a volume's ends)."""
-        n_z, spacing, ctx = a["image"].shape[0], a["slice_spacing"], self.spec.context_slices
+        n_z, ctx = a["image"].shape[0], self.spec.context_slices
+        base = self.spec.context_stride(a["slice_spacing"])  # as inference picks neighbours on this scan
+        spacing = a["slice_spacing"] * base
         stride = 1
         if self.rng.random() < self.cfg.thick_slice_probability:
             stride = int(self.rng.integers(1, max(1, int(self.cfg.max_slice_spacing_mm // spacing)) + 1))
+        stride *= base
         idx = context_indices(np.array([z]), n_z, ctx * stride)[0][::stride]
-        if stride > 1:  # partial volume: each channel averages the `stride` slices around it
+        if stride > base:  # a thicker scan: each channel averages the native slices its thick slice spans
             spans = [context_indices(np.array([i]), n_z, stride // 2)[0] for i in idx]
             stack = np.stack([a["image"][sp].astype(np.float32).mean(0) for sp in spans])
         else:
@@ -170,7 +174,7 @@ class SliceSampler:
         if ctx and self.rng.random() < self.cfg.scan_edge_probability:
             side = slice(0, ctx) if self.rng.random() < 0.5 else slice(ctx + 1, None)
             stack[side], labels[side] = stack[ctx], labels[ctx]
-        return stack, labels, spacing * stride
+        return stack, labels, a["slice_spacing"] * stride
 
     def _bbox_crop(self, stack: np.ndarray, labels: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:
         """Keep only a random box around the case's liver (as in volumes cropped to the liver), air elsewhere."""
@@ -325,6 +329,8 @@ def train(cfg: TrainConfig) -> Path:
     manifest, arrays = load_prepared(cfg.data)
     spec = PreprocessingSpec.from_dict(manifest["preprocessing"])
     volumetric = cfg.architecture in VOLUMETRIC
+    if not volumetric and cfg.context_spacing_mm:
+        spec = dataclasses.replace(spec, context_spacing_mm=cfg.context_spacing_mm)
     if volumetric:
         spec = dataclasses.replace(spec, context_slices=0, size_multiple=2 ** cfg.depth,
                                    slice_spacing_mm=cfg.slice_spacing_mm, patch_size=tuple(cfg.patch_size))
