@@ -16,7 +16,11 @@ from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.util import VTKObservationMixin
 
 from LiverSegmentationLib.parameters import DEVICE_ITEMS, SegmentationParameters
-from LiverSegmentationLib.process import JobState, SegmentationProcess
+from LiverSegmentationLib.process import JobState, SegmentationProcess, StartedJob
+
+
+class EditedSegmentsError(ValueError):
+    """The chosen output holds segments the user edited; replacing them needs an explicit yes."""
 
 
 class LiverSegmentation(ScriptedLoadableModule):
@@ -52,7 +56,8 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         VTKObservationMixin.__init__(self)
         self.logic: Optional[LiverSegmentationLogic] = None
         self._parameterNode = None
-        self._job: Optional[SegmentationProcess] = None
+        self._job: Optional[StartedJob] = None
+        self._lastSegmentation = None  # the latest result, for "Edit in Segment Editor"
         self._timer = None
 
     def setup(self) -> None:
@@ -155,54 +160,66 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             return
         from LiverSegmentationLib.install import SlicerInstaller, ensure_dependencies
 
+        p = self._parameterNode
         try:
             if not ensure_dependencies(SlicerInstaller()):
                 self._setStatus("Dependencies were not installed; nothing was done.")
                 return
-            volume = self._parameterNode.inputVolume
-            self.logic.validateInput(volume)
-            self._job = self.logic.startProcess(volume, self.currentParameters())
+            try:
+                self._job = self.logic.start(p.inputVolume, p.outputSegmentation, self.currentParameters())
+            except EditedSegmentsError as exc:
+                if not slicer.util.confirmOkCancelDisplay(f"{exc}\n\nReplace them anyway?", windowTitle="Liver Segmentation"):
+                    self._setStatus("Nothing was done: the edited segments were kept.")
+                    return
+                self._job = self.logic.start(p.inputVolume, p.outputSegmentation, self.currentParameters(), replaceEdited=True)
         except Exception as exc:
             self._setStatus(f"Error: {exc}")
             slicer.util.errorDisplay(str(exc), windowTitle="Liver Segmentation")
             return
-        self.ui.applyButton.text = "Cancel"
-        self.ui.progressBar.visible = True
+        self._setRunning(True)
+
+    def _setRunning(self, running: bool) -> None:
+        """While a job runs, Apply is Cancel and the choices it was started with cannot be changed."""
+        self.ui.applyButton.text = "Cancel" if running else "Apply"
+        self.ui.progressBar.visible = running
         self.ui.progressBar.value = 0
-        self._timer.start()
+        for widget in (self.ui.inputVolumeSelector, self.ui.outputSegmentationSelector, self.ui.modelComboBox,
+                       self.ui.deviceComboBox, self.ui.tumorCheckBox, self.ui.postprocessingCheckBox, self.ui.fastCheckBox):
+            widget.enabled = not running
+        if running:
+            self._timer.start()
+        else:
+            self._timer.stop()
 
     def _onPoll(self) -> None:
         job = self._job
-        state = job.poll()
-        self.ui.progressBar.value = int(100 * job.progress)
-        self._setStatus(job.message)
+        state = job.process.poll()
+        self.ui.progressBar.value = int(100 * job.process.progress)
+        if job.process.message:
+            self._setStatus(job.process.message)
         if state is JobState.RUNNING:
             return
-        self._timer.stop()
         self._job = None
-        self.ui.applyButton.text = "Apply"
-        self.ui.progressBar.visible = False
+        self._setRunning(False)
         try:
-            segmentation = self.logic.finishProcess(job, self._parameterNode.inputVolume,
-                                                    self._parameterNode.outputSegmentation, self.currentParameters())
+            segmentation = self.logic.finish(job)
         except Exception as exc:
             self._setStatus(f"Error: {exc}")
             slicer.util.errorDisplay(str(exc), windowTitle="Liver Segmentation")
             return
-        self._parameterNode.outputSegmentation = segmentation
+        # The output selector keeps the user's choice ("Create new segmentation" by default), so the next Apply
+        # never replaces this result, or the user's edits of it, unless the user selects it.
+        self._lastSegmentation = segmentation
         self._showStatistics(self.logic.lastStatistics)
         self.ui.editInSegmentEditorButton.enabled = True
-        self._setStatus(f"Done in {job_seconds(self.logic.lastSummary):.1f} s on {self.logic.lastSummary.get('device')}.")
+        self._setStatus(f"Done in {job.wall_seconds:.1f} s on {self.logic.lastSummary.get('device')}.")
 
     def _cancelJob(self) -> None:
         if self._job is not None:
-            self._job.cancel()
+            self._job.process.cancel()
             self._job = None
-        if self._timer is not None:
-            self._timer.stop()
-        if hasattr(self, "ui"):
-            self.ui.applyButton.text = "Apply"
-            self.ui.progressBar.visible = False
+        if hasattr(self, "ui") and self._timer is not None:
+            self._setRunning(False)
 
     def _setStatus(self, text: str) -> None:
         self.ui.statusLabel.text = text
@@ -221,11 +238,11 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             table.setItem(row, 1, qt.QTableWidgetItem(f"{value:.1f}" if isinstance(value, float) else str(value)))
 
     def onEditInSegmentEditor(self) -> None:
-        self.logic.openInSegmentEditor(self._parameterNode.outputSegmentation, self._parameterNode.inputVolume)
-
-
-def job_seconds(summary: dict) -> float:
-    return float(summary.get("timings", {}).get("total", 0.0))
+        segmentation = self._lastSegmentation
+        if segmentation is None or segmentation.GetScene() is None:
+            return
+        reference = segmentation.GetNodeReference(segmentation.GetReferenceImageGeometryReferenceRole())
+        self.logic.openInSegmentEditor(segmentation, reference or self._parameterNode.inputVolume)
 
 
 class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
@@ -285,37 +302,75 @@ class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
         except InputError as exc:
             raise ValueError(f"'{volumeNode.GetName()}': {exc}") from exc
 
-    def startProcess(self, inputVolumeNode, parameters: SegmentationParameters) -> SegmentationProcess:
+    def start(self, inputVolumeNode, outputSegmentationNode, parameters: SegmentationParameters,
+              replaceEdited: bool = False) -> StartedJob:
+        """Validate and start a run; the returned job remembers the nodes and options it was started with.
+
+        An existing output whose Liver/Liver tumor segments were edited since this module wrote them is replaced
+        only with ``replaceEdited=True`` (the panel asks first)."""
         import numpy as np
 
+        from LiverSegmentationLib import scene
+
+        self.validateInput(inputVolumeNode)
+        if outputSegmentationNode is not None and not replaceEdited:
+            edited = scene.edited_segments(outputSegmentationNode)
+            if edited:
+                raise EditedSegmentsError(
+                    f"{', '.join(repr(n) for n in edited)} in '{outputSegmentationNode.GetName()}' "
+                    "changed since Liver Segmentation created it; replacing would discard those edits.")
+        self._checkTransform(inputVolumeNode, outputSegmentationNode)
         array = slicer.util.arrayFromVolume(inputVolumeNode)
         matrix = vtk.vtkMatrix4x4()
         inputVolumeNode.GetIJKToRASMatrix(matrix)
         ijk_to_ras = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
-        if inputVolumeNode.GetParentTransformNode() is not None:
-            logging.warning("The input volume is under a transform; the segmentation is made on its untransformed grid "
-                            "and placed under the same transform.")
-        job = SegmentationProcess(array, parameters.to_job(ijk_to_ras), self.pythonExecutable)
-        job.start()
-        return job
+        process = SegmentationProcess(array, parameters.to_job(ijk_to_ras), self.pythonExecutable)
+        process.start()
+        return StartedJob(process, inputVolumeNode.GetID(),
+                          outputSegmentationNode.GetID() if outputSegmentationNode is not None else None, parameters)
 
-    def finishProcess(self, job: SegmentationProcess, inputVolumeNode, outputSegmentationNode, parameters):
-        """Turn a finished job into segments; nothing is added to the scene unless the job succeeded."""
+    @staticmethod
+    def _checkTransform(inputVolumeNode, outputSegmentationNode) -> None:
+        """A new segmentation goes under the volume's own parent transform (any kind), so it overlays the CT as
+        the CT is shown. An existing one under another transform gets the labelmap resampled into its frame,
+        which needs linear transforms."""
+        if outputSegmentationNode is None:
+            return
+        source, target = inputVolumeNode.GetParentTransformNode(), outputSegmentationNode.GetParentTransformNode()
+        if source is target:
+            return
+        for node in (source, target):
+            if node is not None and not node.IsTransformToWorldLinear():
+                raise ValueError(f"'{node.GetName()}' is a non-linear transform and the output segmentation is not "
+                                 "under the same transform as the CT. Choose 'Create new segmentation' (it is placed "
+                                 "under the CT's transform), or harden the transform first.")
+
+    def finish(self, job: StartedJob):
+        """Turn a finished job into segments on the nodes it was started with; nothing is added to the scene
+        unless the job succeeded."""
         from LiverSegmentationLib import scene
 
-        if job.state is not JobState.SUCCEEDED:
-            job.cleanup()
-            raise RuntimeError(job.error or f"Segmentation {job.state.value}.")
-        result = job.result()
+        process = job.process
+        if process.state is not JobState.SUCCEEDED:
+            process.cleanup()
+            raise RuntimeError(process.error or f"Segmentation {process.state.value}.")
+        inputVolumeNode = slicer.mrmlScene.GetNodeByID(job.input_volume_id)
+        if inputVolumeNode is None:
+            process.cleanup()
+            raise RuntimeError("The input volume was removed from the scene during the run; nothing was added.")
+        outputSegmentationNode = slicer.mrmlScene.GetNodeByID(job.output_segmentation_id) if job.output_segmentation_id else None
+        result = process.result()
         created = outputSegmentationNode is None
         if created:
             outputSegmentationNode = slicer.mrmlScene.AddNewNodeByClass(
                 "vtkMRMLSegmentationNode", slicer.mrmlScene.GenerateUniqueName(f"{inputVolumeNode.GetName()} liver segmentation"))
             outputSegmentationNode.CreateDefaultDisplayNodes()
+            # Before filling: with the segmentation in the CT's frame the labelmap is copied voxel for voxel;
+            # filling first and moving it afterwards would apply the transform twice.
+            transform = inputVolumeNode.GetParentTransformNode()
+            outputSegmentationNode.SetAndObserveTransformNodeID(transform.GetID() if transform is not None else None)
         try:
-            scene.fill_segmentation(outputSegmentationNode, inputVolumeNode, result.labelmap, include_tumor=parameters.tumor)
-            if inputVolumeNode.GetParentTransformNode() is not None:
-                outputSegmentationNode.SetAndObserveTransformNodeID(inputVolumeNode.GetParentTransformNode().GetID())
+            scene.fill_segmentation(outputSegmentationNode, inputVolumeNode, result.labelmap, include_tumor=job.parameters.tumor)
             display = outputSegmentationNode.GetDisplayNode()
             if display is not None:
                 display.SetPreferredDisplayRepresentationName3D("Closed surface")
@@ -333,15 +388,13 @@ class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
         return outputSegmentationNode
 
     def process(self, inputVolumeNode, outputSegmentationNode=None, parameters: Optional[SegmentationParameters] = None,
-                waitForCompletion: bool = True, timeout_s: Optional[float] = None):
+                waitForCompletion: bool = True, timeout_s: Optional[float] = None, replaceEdited: bool = False):
         """Segment ``inputVolumeNode``; returns the segmentation node, or the running job when not waiting."""
-        parameters = parameters or SegmentationParameters()
-        self.validateInput(inputVolumeNode)
-        job = self.startProcess(inputVolumeNode, parameters)
+        job = self.start(inputVolumeNode, outputSegmentationNode, parameters or SegmentationParameters(), replaceEdited)
         if not waitForCompletion:
             return job
-        job.wait(timeout_s)
-        return self.finishProcess(job, inputVolumeNode, outputSegmentationNode, parameters)
+        job.process.wait(timeout_s)
+        return self.finish(job)
 
     @staticmethod
     def openInSegmentEditor(segmentationNode, volumeNode) -> None:

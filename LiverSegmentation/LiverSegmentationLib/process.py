@@ -15,7 +15,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +34,23 @@ class JobState(Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+@dataclass
+class StartedJob:
+    """Everything a run was started with. The result goes to the volume and output chosen at Apply time,
+    whatever the user changes in the panel while it runs."""
+
+    process: "SegmentationProcess"
+    input_volume_id: str
+    output_segmentation_id: str | None  # None: a new segmentation node is created
+    parameters: object  # LiverSegmentationLib.parameters.SegmentationParameters
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def wall_seconds(self) -> float:
+        """What the user waited, from Apply to now."""
+        return time.monotonic() - self.started
 
 
 @dataclass

@@ -8,6 +8,7 @@ from liverseg.metrics import labelmap_statistics
 
 from .terminology import SEGMENTS
 
+FINGERPRINT_TAG = "LiverSegmentation.Fingerprint"  # what the module wrote into a segment, to notice later edits
 STATISTICS_COLUMNS = [("liver_volume_ml", "Liver volume (mL)"), ("tumor_count", "Tumor count"),
                       ("tumor_volume_ml", "Tumor volume (mL)"), ("tumor_burden_percent", "Tumor burden (%)")]
 
@@ -38,9 +39,40 @@ def fill_segmentation(segmentation_node, volume_node, labelmap: np.ndarray, incl
         slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), segmentation_node, segment_id, volume_node)
         segment = segmentation.GetSegment(segment_id)
         segment.SetTag(segment.GetTerminologyEntryTagName(), entry)
+        segment.SetTag(FINGERPRINT_TAG, segment_fingerprint(segmentation_node, segment_id))
         ids[spec.name] = segment_id
     segmentation_node.CreateClosedSurfaceRepresentation()
     return ids
+
+
+def segment_fingerprint(segmentation_node, segment_id: str) -> str:
+    """A hash of a segment's voxels (its own label in the internal labelmap): changes with any edit."""
+    import hashlib
+
+    import slicer
+
+    segment = segmentation_node.GetSegmentation().GetSegment(segment_id)
+    array = slicer.util.arrayFromSegmentInternalBinaryLabelmap(segmentation_node, segment_id)
+    mask = np.ascontiguousarray(array == segment.GetLabelValue()) if array is not None else np.zeros(0, bool)
+    return hashlib.sha1(mask.tobytes() + str(mask.shape).encode()).hexdigest()
+
+
+def edited_segments(segmentation_node) -> list[str]:
+    """Names of the module's segments in this node that are not as the module wrote them (edited by the user,
+    or made by someone else): replacing them would destroy work, so the caller must ask first."""
+    import vtk
+
+    segmentation = segmentation_node.GetSegmentation()
+    edited = []
+    for spec, _ in SEGMENTS:
+        segment_id = segmentation.GetSegmentIdBySegmentName(spec.name)
+        if not segment_id:
+            continue
+        stored = vtk.reference("")
+        segment = segmentation.GetSegment(segment_id)
+        if not segment.GetTag(FINGERPRINT_TAG, stored) or stored.get() != segment_fingerprint(segmentation_node, segment_id):
+            edited.append(spec.name)
+    return edited
 
 
 def place_in_hierarchy(segmentation_node, volume_node) -> None:

@@ -174,8 +174,8 @@ def test_cancel_leaves_no_nodes_and_no_temporary_files(scene, headless, phantom,
     volume = add_volume(scene, vol, m)
     job = headless.LiverSegmentationLogic().process(volume, None, SegmentationParameters(model=str(tiny_model_path)),
                                                     waitForCompletion=False)
-    job.cancel()
-    assert job.state is JobState.CANCELLED
+    job.process.cancel()
+    assert job.process.state is JobState.CANCELLED
     assert _segmentation_nodes(scene) == [] and _job_dirs() == before
 
 
@@ -268,3 +268,79 @@ def test_dependency_check_asks_before_installing():
     assert ensure_dependencies(yes, find_after) is True
     assert yes.installed[0] == "torch" and "scikit-image" in yes.installed
     assert missing_packages(lambda n: object()) == []
+
+
+def _transform(scene, rotation_deg=0.0, translation=(0.0, 0.0, 0.0)):
+    c, s = np.cos(np.deg2rad(rotation_deg)), np.sin(np.deg2rad(rotation_deg))
+    t = np.eye(4)
+    t[:3, :3] = [[c, -s, 0], [s, c, 0], [0, 0, 1]]
+    t[:3, 3] = translation
+    node = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", f"T {rotation_deg} {translation}")
+    node.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(t))
+    return node, t
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rotation, translation", [(0.0, (30.0, -20.0, 15.0)), (25.0, (10.0, 5.0, -40.0))])
+def test_segmentation_of_a_ct_under_a_transform_overlays_it_in_world_coordinates(scene, headless, sample_arrays,
+                                                                                rotation, translation):
+    """A registered CT (live parent transform): the result must sit on the liver as displayed, i.e. the same
+    voxels as the engine's labelmap both in the CT's own frame and on a hardened copy of the CT's grid."""
+    from liverseg import Segmenter
+    from LiverSegmentationLib.parameters import SegmentationParameters
+
+    array, m = sample_arrays
+    volume = add_volume(scene, array, m, "registered CT")
+    transform, t = _transform(scene, rotation, translation)
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    seg_node = headless.LiverSegmentationLogic().process(volume, None, SegmentationParameters(device="cpu"))
+    assert seg_node.GetParentTransformNode() is transform
+    engine = Segmenter(None, "cpu").segment(array, m).labelmap
+    np.testing.assert_array_equal(_labelmap_from_segments(seg_node, volume), engine)
+    hardened = add_volume(scene, array, t @ m, "hardened grid")  # the CT's voxels where they are displayed
+    np.testing.assert_array_equal(_labelmap_from_segments(seg_node, hardened), engine)
+
+
+@pytest.mark.slow
+def test_a_job_finishes_on_what_it_was_started_with(scene, headless, sample_arrays, phantom):
+    """Changing the panel during a run (other volume, tumor option) must not move or change the result."""
+    from LiverSegmentationLib.parameters import SegmentationParameters
+
+    array, m = sample_arrays
+    a = add_volume(scene, array, m, "A")
+    b = add_volume(scene, phantom[0], phantom[2], "B")
+    logic = headless.LiverSegmentationLogic()
+    params = SegmentationParameters(device="cpu", tumor=True)
+    job = logic.start(a, None, params)
+    p = logic.getParameterNode()
+    p.inputVolume, p.tumor = b, False  # what the user does in the panel meanwhile
+    params.tumor = False
+    job.process.wait(120)
+    seg_node = logic.finish(job)
+    assert seg_node.GetName().startswith("A ")
+    assert seg_node.GetNodeReference(seg_node.GetReferenceImageGeometryReferenceRole()).GetID() == a.GetID()
+    assert _labelmap_from_segments(seg_node, a).shape == array.shape
+    assert job.wall_seconds > 0
+
+
+@pytest.mark.slow
+def test_edited_segments_are_replaced_only_when_confirmed(scene, headless, sample_arrays):
+    from LiverSegmentation import EditedSegmentsError
+    from LiverSegmentationLib.parameters import SegmentationParameters
+
+    array, m = sample_arrays
+    volume = add_volume(scene, array, m, "CT")
+    logic = headless.LiverSegmentationLogic()
+    params = SegmentationParameters(device="cpu")
+    seg_node = logic.process(volume, None, params)
+    assert logic.process(volume, seg_node, params) is seg_node  # unedited: replaced without asking
+    liver_id = seg_node.GetSegmentation().GetSegmentIdBySegmentName("Liver")
+    edited = slicer.util.arrayFromSegmentBinaryLabelmap(seg_node, liver_id, volume)
+    edited[:, :10, :10] = 1  # a Segment Editor stroke
+    slicer.util.updateSegmentBinaryLabelmapFromArray(edited, seg_node, liver_id, volume)
+    with pytest.raises(EditedSegmentsError, match="'Liver'"):
+        logic.process(volume, seg_node, params)
+    np.testing.assert_array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(seg_node, liver_id, volume), edited)
+    logic.process(volume, seg_node, params, replaceEdited=True)
+    liver_id = seg_node.GetSegmentation().GetSegmentIdBySegmentName("Liver")
+    assert not slicer.util.arrayFromSegmentBinaryLabelmap(seg_node, liver_id, volume)[:, :10, :10].all()
