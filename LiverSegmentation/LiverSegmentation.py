@@ -281,7 +281,18 @@ class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
         return f"{card['name']} v{card.get('version', '?')} ({card['architecture']}). {figures}"
 
     @staticmethod
-    def validateInput(volumeNode) -> None:
+    def validateModelAndDevice(parameters: SegmentationParameters) -> None:
+        """Check the model file (its card, without torch) and the device here, at once, instead of after the
+        worker's start-up."""
+        from liverseg.devices import resolve_device
+        from liverseg.modelfile import read_card
+        from liverseg.registry import resolve_model_path
+
+        read_card(resolve_model_path(parameters.model))
+        resolve_device(parameters.device)
+
+    @staticmethod
+    def validateInput(volumeNode, allow_non_hu: bool = False) -> None:
         """Raise ValueError with a message for the panel when the node is not a 3D scalar CT."""
         from liverseg.checks import InputError, check_volume
 
@@ -298,7 +309,7 @@ class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
             raise ValueError(f"'{volumeNode.GetName()}' has {image.GetNumberOfScalarComponents()} components per voxel; "
                              "a scalar CT is needed.")
         try:
-            check_volume(slicer.util.arrayFromVolume(volumeNode))
+            check_volume(slicer.util.arrayFromVolume(volumeNode), allow_non_hu=allow_non_hu)
         except InputError as exc:
             raise ValueError(f"'{volumeNode.GetName()}': {exc}") from exc
 
@@ -312,7 +323,8 @@ class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
 
         from LiverSegmentationLib import scene
 
-        self.validateInput(inputVolumeNode)
+        self.validateInput(inputVolumeNode, allow_non_hu=parameters.allow_non_hu)
+        self.validateModelAndDevice(parameters)
         if outputSegmentationNode is not None and not replaceEdited:
             edited = scene.edited_segments(outputSegmentationNode)
             if edited:

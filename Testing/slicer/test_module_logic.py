@@ -179,15 +179,39 @@ def test_cancel_leaves_no_nodes_and_no_temporary_files(scene, headless, phantom,
     assert _segmentation_nodes(scene) == [] and _job_dirs() == before
 
 
-def test_worker_error_is_reported_and_leaves_no_nodes(scene, headless, phantom, tmp_path):
+def test_worker_error_is_reported_and_leaves_no_nodes(scene, headless, phantom, tiny_model_path):
     from LiverSegmentationLib.parameters import SegmentationParameters
 
     before = _job_dirs()
     vol, _, m = phantom
     volume = add_volume(scene, vol, m)
-    with pytest.raises(RuntimeError, match="neither a bundled model"):
-        headless.LiverSegmentationLogic().process(volume, None, SegmentationParameters(model=str(tmp_path / "nope.safetensors")))
+    with pytest.raises(RuntimeError, match="outside"):  # refused by the worker: a geometry check of the engine
+        volume.SetSpacing(0.001, 0.001, 0.001)
+        headless.LiverSegmentationLogic().process(volume, None, SegmentationParameters(model=str(tiny_model_path)))
     assert _segmentation_nodes(scene) == [] and _job_dirs() == before
+
+
+def test_missing_model_and_unavailable_device_are_reported_before_the_worker_starts(scene, headless, phantom, tmp_path,
+                                                                                     monkeypatch):
+    from liverseg.modelfile import ModelFileError
+    from LiverSegmentationLib import process
+    from LiverSegmentationLib.parameters import SegmentationParameters
+
+    monkeypatch.setattr(process.SegmentationProcess, "start", lambda self: pytest.fail("the worker was started"))
+    volume = add_volume(scene, phantom[0], phantom[2])
+    logic = headless.LiverSegmentationLogic()
+    with pytest.raises(ModelFileError, match="neither a bundled model"):
+        logic.process(volume, None, SegmentationParameters(model=str(tmp_path / "nope.safetensors")))
+    with pytest.raises(ValueError, match="not available"):
+        logic.process(volume, None, SegmentationParameters(device="cuda"))  # CI and this machine have no GPU
+
+
+def test_allow_non_hu_reaches_the_input_check(scene, headless, phantom):
+    logic = headless.LiverSegmentationLogic()
+    mr_like = add_volume(scene, (phantom[0].astype(np.float32) + 1024) / 16, phantom[2], "MR-like")
+    with pytest.raises(ValueError, match="Hounsfield"):
+        logic.validateInput(mr_like)
+    logic.validateInput(mr_like, allow_non_hu=True)
 
 
 def test_wrong_input_gives_a_clear_message(scene, headless, phantom):
