@@ -64,7 +64,10 @@ def test_training_lowers_the_loss_and_exports_a_model_the_engine_uses(prepared, 
     assert train_main(["export", "--run", str(tmp_path / "run"), "-o", str(tmp_path / "smoke.safetensors"),
                        "--version", "0.0.1"]) == 0
     segmenter = Segmenter(tmp_path / "smoke.safetensors", "cpu")
-    assert segmenter.model.card["training"]["cases"][0]["id"] == "syn0"
+    training = segmenter.model.card["training"]
+    assert training["cases"][0]["id"] == "syn0"
+    assert training["epochs_run"] == 13 and training["samples_seen"] == 13 * 64 and training["train_seconds"] > 0
+    assert training["hardware"]["device"] == "cpu" and training["hardware"]["processes"] == 1
     vol, lab = synthetic_case(SHAPE, SPACING, seed=11, tumors=1)  # unseen
     result = segmenter.segment(vol, phantom_ijk_to_ras(SPACING))
     liver_dice = dice(result.labelmap >= 1, lab >= 1)

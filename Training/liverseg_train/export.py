@@ -1,6 +1,7 @@
 """Export: a training run's best model becomes a model file whose card carries the measured metrics."""
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -27,10 +28,25 @@ def export_model(run_dir: str | Path, output: str | Path, metrics: dict | None =
         card["metrics"] = {**card.get("metrics", {}), **metrics}
     for key, value in (extra_card or {}).items():
         card[key] = value
+    card["training"].update(training_budget(run_dir))
+    return save_model(output, model.network, card)
+
+
+def training_budget(run_dir: Path) -> dict:
+    """Epochs, samples seen, wall time and hardware of a run (from its log.csv, config.json, hardware.json)."""
+    out: dict = {}
     log_path = run_dir / "log.csv"
     if log_path.exists():
-        card["training"]["epochs_run"] = max(0, len(log_path.read_text().strip().splitlines()) - 1)
-    return save_model(output, model.network, card)
+        with log_path.open() as f:
+            rows = list(csv.DictReader(f))
+        config = json.loads((run_dir / "config.json").read_text())
+        out["epochs_run"] = len(rows)
+        out["samples_seen"] = len(rows) * int(config.get("samples_per_epoch", 0))
+        out["train_seconds"] = round(sum(float(r["seconds"]) for r in rows), 1)
+    hardware = run_dir / "hardware.json"
+    if hardware.exists():
+        out["hardware"] = json.loads(hardware.read_text())
+    return out
 
 
 def load_metrics(path: str | Path) -> dict:

@@ -297,6 +297,17 @@ def card_for(cfg: TrainConfig, spec: PreprocessingSpec, manifest: dict, train_ca
     )
 
 
+def describe_hardware(device, world: int) -> dict:
+    """What a run trained on, for the model card (samples seen and wall time come from log.csv)."""
+    import platform
+
+    info = {"device": str(device), "processes": world, "torch": torch.__version__, "cpu_count": os.cpu_count(),
+            "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
 def _stop_decision(cfg: TrainConfig, state: dict, started: float, epoch: int, distributed: bool, device) -> bool:
     """Early stopping or time limit. Rank 0 decides (only it validates, and clocks differ) and every rank gets
     the same answer: a rank that stopped alone would leave the others waiting in a collective for ever."""
@@ -374,6 +385,7 @@ def train(cfg: TrainConfig) -> Path:
         log.info("Resumed from %s at epoch %d", ckpt_path, state["epoch"])
     if rank == 0:
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+        (out / "hardware.json").write_text(json.dumps(describe_hardware(device, world), indent=1))
         log.info("%s: %d parameters, %d training cases, %d steps/epoch", cfg.architecture, count_parameters(network),
                  len(train_cases), steps_per_epoch)
     writer = None
