@@ -21,6 +21,8 @@ LIMITATIONS = [
     "Research use only; not a medical device.",
     "Trained on 4 CT scans (2 with expert liver labels, 2 labelled by another model); no real tumor labels: the tumor "
     "class was learned from synthetic lesions only.",
+    "Homogeneous water-density lesions are reported as cysts (liver) or gallbladder/fluid (background), not tumor, by "
+    "the engine's postprocessing: fully cystic or necrotic tumors are missed.",
     "Portal-venous adult abdominal CT; other phases, paediatric and post-surgical livers untested.",
     "2.5D network at 2 mm in-plane pixels: fine boundary detail below that is interpolated.",
 ]
