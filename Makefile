@@ -27,9 +27,9 @@ demo: $(VENV)/.installed
 	$(PY) -m liverseg sample --dest $(DEMO_DIR)/sample
 	$(PY) -m liverseg segment $(DEMO_DIR)/sample/lits117_image.nii.gz -o $(DEMO_DIR)/lits117_liverseg.nii.gz --overwrite
 	$(PY) -m liverseg overlay $(DEMO_DIR)/sample/lits117_image.nii.gz $(DEMO_DIR)/lits117_liverseg.nii.gz \
-		$(DEMO_DIR)/lits117_overlay.png --reference $(DEMO_DIR)/sample/lits117_label.nii.gz
+		$(DEMO_DIR)/lits117_overlay.png --reference $(DEMO_DIR)/sample/lits117_label.nii.gz --overwrite
 	$(PY) -m liverseg evaluate $(DEMO_DIR)/lits117_liverseg.nii.gz $(DEMO_DIR)/sample/lits117_label.nii.gz \
-		--json-out $(DEMO_DIR)/lits117_metrics.json
+		--json-out $(DEMO_DIR)/lits117_metrics.json --overwrite
 	@echo "Labelmap: $(DEMO_DIR)/lits117_liverseg.nii.gz  Overlay: $(DEMO_DIR)/lits117_overlay.png"
 
 test: $(VENV)/.test-installed
