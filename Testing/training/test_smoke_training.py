@@ -75,14 +75,20 @@ def test_training_lowers_the_loss_and_exports_a_model_the_engine_uses(prepared, 
     assert liver_dice > 0.8 and liver_dice > 2 * chance, liver_dice
 
 
-def test_ddp_with_two_cpu_processes(prepared, tmp_path):
+def _train_two_processes(cfg: dict, tmp_path) -> subprocess.CompletedProcess:
+    """``torchrun`` with two CPU processes (gloo); a hang would show as the timeout."""
     cfg_path = tmp_path / "cfg.json"
-    cfg_path.write_text(json.dumps(_config(prepared, tmp_path / "ddp", epochs=2, samples_per_epoch=32, val_cases=[])))
+    cfg_path.write_text(json.dumps(cfg))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            "-m", "liverseg_train", "train", "--config", str(cfg_path)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def test_ddp_with_two_cpu_processes(prepared, tmp_path):
+    _train_two_processes(_config(prepared, tmp_path / "ddp", epochs=2, samples_per_epoch=32, val_cases=[]), tmp_path)
     rows = (tmp_path / "ddp" / "log.csv").read_text().strip().splitlines()
     assert len(rows) == 3  # header + 2 epochs, written by rank 0 only
     assert (tmp_path / "ddp" / "smoke.safetensors").exists()
@@ -91,14 +97,8 @@ def test_ddp_with_two_cpu_processes(prepared, tmp_path):
 def test_ddp_stops_together_on_early_stopping(prepared, tmp_path):
     """Only rank 0 validates; with patience 1 it stops early, and rank 1 must stop too instead of waiting in the
     next epoch's all-reduce for ever (the process would hang until the timeout)."""
-    cfg_path = tmp_path / "cfg.json"
-    cfg_path.write_text(json.dumps(_config(prepared, tmp_path / "ddp_es", epochs=30, samples_per_epoch=16, lr=0.0,
-                                           val_cases=["syn3"], validate_every=1, patience=1)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "liverseg_train", "train", "--config", str(cfg_path)],
-                          capture_output=True, text=True, env=env, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = _train_two_processes(_config(prepared, tmp_path / "ddp_es", epochs=30, samples_per_epoch=16, lr=0.0,
+                                        val_cases=["syn3"], validate_every=1, patience=1), tmp_path)
     rows = (tmp_path / "ddp_es" / "log.csv").read_text().strip().splitlines()
     assert len(rows) - 1 < 30 and "Early stopping" in proc.stderr  # lr 0: validation never improves after epoch 1
 
