@@ -71,7 +71,8 @@ def cmd_segment(args) -> int:
         try:
             image = read_image(inp, series=args.series)
             if segmenter is None:
-                segmenter = Segmenter(args.model, args.device, InferenceOptions(roi=not args.full_scan), threads=args.threads)
+                segmenter = Segmenter(args.model, args.device, InferenceOptions(roi=not args.full_scan, tta_scales=tuple(args.tta)),
+                                      threads=args.threads)
             result = segmenter.segment(image.array, image.ijk_to_ras, tumor=not args.no_tumor, postprocessing=post,
                                        progress=bar, allow_non_hu=args.allow_non_hu)
             write_labelmap(target, result.labelmap, image, overwrite=args.overwrite)
@@ -224,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-postprocessing", action="store_true", help="raw network output (no largest component etc.)")
     s.add_argument("--full-scan", action="store_true",
                    help="run the network on every slice over the whole field of view instead of finding the liver first (slower)")
+    s.add_argument("--tta", type=float, nargs="+", default=[], metavar="SCALE",
+                   help="test-time augmentation: also run at these in-plane pixel-size factors and average, e.g. "
+                        "--tta 0.9 1.1 (about 3x the inference time)")
     s.add_argument("--overwrite", action="store_true", help="replace existing output files (never an input)")
     s.add_argument("--series", metavar="UID", help="DICOM folder with several series: the SeriesInstanceUID to use "
                    "(default: the largest series, with a warning listing the others)")

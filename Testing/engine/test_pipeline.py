@@ -106,3 +106,14 @@ def test_thin_slice_scans_feed_neighbours_at_the_cards_context_spacing(tiny_mode
     centre = torch.round(x[:, 1, 0, 0] * 30)
     assert torch.equal(torch.round(x[10, :, 0, 0] * 30), torch.tensor([6.0, 10.0, 14.0])) and centre[10] == 10
     assert dataclasses.replace(model.preprocessing).context_stride(0.5) == 4
+
+
+def test_test_time_augmentation_averages_scales(tiny_model_path, phantom):
+    vol, _, m = phantom
+    plain = Segmenter(tiny_model_path, "cpu").segment(vol, m, postprocessing=PostprocessConfig(enabled=False))
+    same = Segmenter(tiny_model_path, "cpu", InferenceOptions(tta_scales=(1.0,))).segment(
+        vol, m, postprocessing=PostprocessConfig(enabled=False))
+    np.testing.assert_array_equal(same.labelmap, plain.labelmap)  # the mean of two identical runs
+    assert same.slices_run == 2 * plain.slices_run
+    tta = Segmenter(tiny_model_path, "cpu", InferenceOptions(tta_scales=(0.8, 1.25))).segment(vol, m)
+    assert tta.labelmap.shape == vol.shape and tta.slices_run > plain.slices_run

@@ -138,7 +138,7 @@ def cmd_evaluate(args) -> int:
         if not cases:
             raise ValueError(f"None of {args.cases} found in the sources.")
     summary = evaluate_cases(args.model, cases, args.out, device=args.device, tumor=not args.no_tumor,
-                             crop_margin_mm=args.crop_to_liver)
+                             crop_margin_mm=args.crop_to_liver, tta_scales=tuple(args.tta))
     print(f"liver Dice mean {summary['liver_dice_mean']:.4f} global {summary['liver_dice_global']:.4f}; report: {args.out}/report.md")
     return 0
 
@@ -207,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="auto")
     ev.add_argument("--no-tumor", action="store_true")
     ev.add_argument("--crop-to-liver", type=float, metavar="MM", help="evaluate on liver bounding-box crops with this margin")
+    ev.add_argument("--tta", type=float, nargs="+", default=[], metavar="SCALE",
+                    help="test-time augmentation: also run at these in-plane pixel-size factors, e.g. --tta 0.9 1.1")
     ev.set_defaults(func=cmd_evaluate)
 
     ex = sub.add_parser("export", help="turn a run's best model into a model file with metrics in its card")

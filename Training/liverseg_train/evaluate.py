@@ -39,10 +39,12 @@ def crop_to_label(image, label: np.ndarray, margin_mm: float):
 
 
 def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Path, device: str = "auto",
-                   tumor: bool = True, crop_margin_mm: float | None = None) -> dict:
+                   tumor: bool = True, crop_margin_mm: float | None = None, tta_scales: tuple[float, ...] = ()) -> dict:
+    from liverseg.inference import InferenceOptions
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    segmenter = Segmenter(model, device)
+    segmenter = Segmenter(model, device, InferenceOptions(tta_scales=tuple(tta_scales)))
     per_case = {}
     for case in cases:
         image, label = case.load()
@@ -61,7 +63,7 @@ def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Pa
         save_overlay(out_dir / f"{case.case_id}_overlay.png", image.array, image.ijk_to_ras, result.labelmap, label)
         log.info("%s: liver Dice %.4f%s (%.1f s)", case.case_id, m["liver"]["dice"],
                  f", tumor Dice {m['tumor']['dice']:.4f}" if "tumor" in m else "", seconds)
-    summary = {"model": str(model), "cases": per_case, "crop_margin_mm": crop_margin_mm,
+    summary = {"model": str(model), "cases": per_case, "crop_margin_mm": crop_margin_mm, "tta_scales": list(tta_scales),
                "liver_dice_mean": float(np.mean([c["liver"]["dice"] for c in per_case.values()])),
                "liver_dice_global": global_dice(list(per_case.values()), "liver")}
     tumor_cases = [c for c in per_case.values() if "tumor" in c]
