@@ -5,6 +5,7 @@ Slicer classes only. Helpers live in ``LiverSegmentationLib/`` (parameters, proc
 """
 
 import logging
+import re
 from typing import Optional
 
 import vtk
@@ -144,7 +145,9 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.ui.modelComboBox.insertItem(0, path, path)
             self.ui.modelComboBox.setCurrentIndex(0)
             return
-        self.ui.modelInfoLabel.text = self.logic.modelSummary(self.ui.modelComboBox.currentData or "default")
+        model = self.ui.modelComboBox.currentData or "default"
+        self.ui.modelInfoLabel.text = self.logic.modelSummary(model)
+        self.ui.modelInfoLabel.toolTip = self.logic.modelCard(model)
 
     def currentParameters(self) -> SegmentationParameters:
         p = self._parameterNode
@@ -269,6 +272,8 @@ class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def modelSummary(model: str) -> str:
+        """One plain line under the model selector: what it segments, the accuracy to expect on CT it never saw,
+        its training data and licence (the full card is the tooltip, ``modelCard``)."""
         from liverseg.modelfile import read_card
         from liverseg.registry import resolve_model_path
 
@@ -276,9 +281,31 @@ class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
             card = read_card(resolve_model_path(model))
         except Exception as exc:
             return f"Model unavailable: {exc}"
-        summary = card.get("metrics", {}).get("summary", {})
-        figures = ", ".join(f"{k}: {v}" for k, v in summary.items())
-        return f"{card['name']} v{card.get('version', '?')} ({card['architecture']}). {figures}"
+        what = "liver and liver tumors" if "tumor" in card.get("outputs", []) else "the liver"
+        parts = [f"{card['name']} {card.get('version', '')}: segments {what}."]
+        held_out = [v["liver_dice"] for v in card.get("metrics", {}).get("leave_one_case_out", {}).values()]
+        if held_out:
+            parts.append(f"Liver Dice on {len(held_out)} CT scans it never saw: {min(held_out):.2f}-{max(held_out):.2f}."
+                         if len(held_out) > 1 else f"Liver Dice on a CT scan it never saw: {held_out[0]:.2f}.")
+        training = card.get("training", {})
+        if training.get("cases"):
+            found = re.findall(r"CC BY(?:-[A-Z]{2})* \d\.\d|Apache-2\.0|MIT", " ".join(training.get("licences", [])))
+            licences = ", ".join(dict.fromkeys(found)) or "licences: see the card"
+            parts.append(f"Trained on {len(training['cases'])} CT scans ({licences}).")
+        return " ".join(parts)
+
+    @staticmethod
+    def modelCard(model: str) -> str:
+        """The whole model card as indented JSON, for the tooltip."""
+        import json
+
+        from liverseg.modelfile import read_card
+        from liverseg.registry import resolve_model_path
+
+        try:
+            return json.dumps(read_card(resolve_model_path(model)), indent=1)
+        except Exception as exc:
+            return str(exc)
 
     @staticmethod
     def validateModelAndDevice(parameters: SegmentationParameters) -> None:

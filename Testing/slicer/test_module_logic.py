@@ -368,3 +368,12 @@ def test_edited_segments_are_replaced_only_when_confirmed(scene, headless, sampl
     logic.process(volume, seg_node, params, replaceEdited=True)
     liver_id = seg_node.GetSegmentation().GetSegmentIdBySegmentName("Liver")
     assert not slicer.util.arrayFromSegmentBinaryLabelmap(seg_node, liver_id, volume)[:, :10, :10].all()
+
+
+def test_model_line_is_plain_and_the_card_is_one_hover_away(headless):
+    logic = headless.LiverSegmentationLogic()
+    line = logic.modelSummary("default")
+    assert line.startswith("liver-unet") and "never saw" in line and "Trained on 4 CT scans" in line, line
+    assert "LOCO" not in line and "_" not in line.split(":", 1)[1] and len(line) < 220, line
+    assert '"architecture"' in logic.modelCard("default")
+    assert logic.modelSummary("no-such-model").startswith("Model unavailable")
