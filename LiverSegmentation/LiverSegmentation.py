@@ -4,7 +4,6 @@ The work is done by the ``liverseg`` engine (next to this file) in a background 
 Slicer classes only. Helpers live in ``LiverSegmentationLib/`` (parameters, process, scene, terminology, install).
 """
 
-import logging
 import re
 from typing import Optional
 

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from liverseg.job import Job
 
 DEVICE_ITEMS = ("auto", "cuda", "cpu")
 

@@ -16,7 +16,6 @@ import SimpleITK as sitk
 
 from helpers import write_dicom_series
 from liverseg.cli import main
-from liverseg.io import ImageData, write_image
 
 LEFTOVER = ".liverseg-"
 
@@ -318,7 +317,6 @@ def test_batch_stop_on_error(tmp_path, phantom, tiny_model_path, capsys):
 
 # ---- model files -------------------------------------------------------------------------------------------
 def _card_variant(tmp_path, tiny_model_path, edit, name="m.safetensors", weights_dtype=None):
-    import torch
     from safetensors.torch import load_file, save_file
 
     from liverseg.modelfile import CARD_KEY, read_card

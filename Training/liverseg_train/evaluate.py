@@ -5,7 +5,6 @@ Writes metrics.json, a per-case Markdown report, bar charts and overlay PNGs (CT
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 
