@@ -56,11 +56,14 @@ def _slice_info(path: str) -> SliceInfo | None:
 
 
 def list_series(folder: Path) -> dict[str, list[str]]:
-    """Series instance UID -> its files (GDCM's grouping and order)."""
+    """Series instance UID -> its files (GDCM's grouping and order); refuses a folder without a series."""
     import SimpleITK as sitk
 
     reader = sitk.ImageSeriesReader()
-    return {uid: list(reader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in reader.GetGDCMSeriesIDs(str(folder))}
+    found = {uid: list(reader.GetGDCMSeriesFileNames(str(folder), uid)) for uid in reader.GetGDCMSeriesIDs(str(folder))}
+    if not found:
+        raise InputError(f"{folder} is a folder without a DICOM series; give a NIfTI/NRRD file or a DICOM folder.")
+    return found
 
 
 def check_slice_geometry(slices: list[SliceInfo], folder: Path) -> list[SliceInfo]:
@@ -106,8 +109,6 @@ def read_dicom_series(folder: Path, series: str | None = None):
     import SimpleITK as sitk
 
     found = list_series(folder)
-    if not found:
-        raise InputError(f"{folder} is a folder without a DICOM series; give a NIfTI/NRRD file or a DICOM folder.")
     if series is not None:
         if series not in found:
             raise InputError(f"{folder} has no series {series}; it holds: "

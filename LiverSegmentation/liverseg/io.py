@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .checks import InputError, check_memory
-from .dicom import read_dicom_series
+from .dicom import list_series, read_dicom_series
 from .orientation import ijk_to_ras_from_geometry, lps_to_ras
 from .outputs import check_output_path, compound_suffix, write_atomic
 
@@ -123,31 +123,9 @@ def _declared_voxels(path: Path) -> None:
     check_memory(int(np.prod(size)), f"{path} declares {'x'.join(map(str, size))} voxels, which")
 
 
-def inspect_input(path: str | Path) -> None:
+def inspect_input(path: str | Path) -> Path:
     """The cheap checks of an input, from its header only: it exists, is a regular file or a folder with a DICOM
     series, and its declared size fits in memory. Batch runs do this for every input before the first case."""
-    import SimpleITK as sitk
-
-    from .dicom import list_series
-
-    sitk.ProcessObject_SetGlobalWarningDisplay(False)
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise InputError(f"{path} does not exist.")
-    _open_regular(path)
-    if path.is_dir():
-        if not list_series(path):
-            raise InputError(f"{path} is a folder without a DICOM series; give a NIfTI/NRRD file or a DICOM folder.")
-        return
-    try:
-        _declared_voxels(path)
-    except RuntimeError as exc:
-        raise InputError(f"Could not read {path} as an image ({_itk_reason(exc)}).") from exc
-
-
-def read_image(path: str | Path, series: str | None = None) -> ImageData:
-    """Read a volume file or a DICOM series folder (see :func:`liverseg.dicom.read_dicom_series` for the rules
-    on several series, missing slices, uneven spacing and gantry tilt)."""
     import SimpleITK as sitk
 
     sitk.ProcessObject_SetGlobalWarningDisplay(False)  # ITK's multi-line C++ warnings; we raise or warn ourselves
@@ -155,14 +133,28 @@ def read_image(path: str | Path, series: str | None = None) -> ImageData:
     if not path.exists():
         raise InputError(f"{path} does not exist.")
     _open_regular(path)
+    if path.is_dir():
+        list_series(path)
+        return path
+    try:
+        _declared_voxels(path)
+    except RuntimeError as exc:
+        raise InputError(f"Could not read {path} as an image ({_itk_reason(exc)}).") from exc
+    return path
+
+
+def read_image(path: str | Path, series: str | None = None) -> ImageData:
+    """Read a volume file or a DICOM series folder (see :func:`liverseg.dicom.read_dicom_series` for the rules
+    on several series, missing slices, uneven spacing and gantry tilt)."""
+    import SimpleITK as sitk
+
+    path = inspect_input(path)
     try:
         if path.is_dir():
             image = read_dicom_series(path, series)
         else:
             if compound_suffix(path) in (".nii", ".nii.gz"):
                 verify_nifti(path)
-            else:
-                _declared_voxels(path)
             image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise InputError(f"Could not read {path} as an image ({_itk_reason(exc)}).") from exc
@@ -184,33 +176,29 @@ def _itk_reason(exc: Exception) -> str:
     return (lines[-1] if lines else type(exc).__name__)[:200]
 
 
-def _to_itk(labelmap: np.ndarray, reference: ImageData):
+def _to_itk(array: np.ndarray, reference: ImageData):
+    """An ITK image of ``array`` with exactly the reference's spacing, origin and direction."""
     import SimpleITK as sitk
 
-    image = sitk.GetImageFromArray(np.ascontiguousarray(labelmap))
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
     image.SetSpacing(tuple(float(s) for s in reference.spacing))
     image.SetOrigin(tuple(float(o) for o in reference.origin))
     image.SetDirection(tuple(float(d) for d in reference.direction))
     return image
 
 
-def write_labelmap(path: str | Path, labelmap: np.ndarray, reference: ImageData, overwrite: bool = False,
-                   checked: bool = False) -> Path:
-    """Write a uint8 labelmap with exactly the reference's origin, spacing and direction: atomically, and only
-    after reading it back voxel for voxel (a full disk must never pass for a result)."""
+def _write_verified(path: Path, array: np.ndarray, reference: ImageData, overwrite: bool) -> Path:
+    """Write ``array`` with the reference's geometry through :func:`write_atomic`, reading it back voxel for voxel
+    (SimpleITK reports success on a full disk, so only a read-back tells a complete file from a short one)."""
     import SimpleITK as sitk
 
-    path = Path(path).expanduser()
-    if not checked:
-        check_output_path(path, overwrite, suffixes=LABELMAP_SUFFIXES, inputs=[reference.path] if reference.path else [])
-    if labelmap.shape != reference.array.shape[:3]:
-        raise ValueError(f"Labelmap shape {labelmap.shape} differs from the reference {reference.array.shape}.")
-    labelmap = np.ascontiguousarray(labelmap.astype(np.uint8))
-    image = _to_itk(labelmap, reference)
+    array = np.ascontiguousarray(array)
+    image = _to_itk(array, reference)
 
     def verify(tmp: Path) -> None:
         back = sitk.ReadImage(str(tmp))
-        if back.GetSize() != image.GetSize() or not np.array_equal(sitk.GetArrayViewFromImage(back), labelmap):
+        if back.GetSize() != image.GetSize() or not np.array_equal(sitk.GetArrayViewFromImage(back), array,
+                                                                    equal_nan=array.dtype.kind == "f"):
             raise ValueError("content differs")
         if not np.allclose(back.GetOrigin(), image.GetOrigin(), atol=1e-4) or not np.allclose(back.GetSpacing(), image.GetSpacing(), atol=1e-6):
             raise ValueError("geometry differs")
@@ -219,14 +207,19 @@ def write_labelmap(path: str | Path, labelmap: np.ndarray, reference: ImageData,
                         overwrite=overwrite, checked=True)
 
 
-def write_image(path: str | Path, data: ImageData) -> Path:
-    """Write a volume (used by the sample converter and tests)."""
-    import SimpleITK as sitk
+def write_labelmap(path: str | Path, labelmap: np.ndarray, reference: ImageData, overwrite: bool = False,
+                   checked: bool = False) -> Path:
+    """Write a uint8 labelmap with exactly the reference's origin, spacing and direction, completely or not at all;
+    ``checked=True``: the caller already ran ``check_output_path``."""
+    path = Path(path).expanduser()
+    if not checked:
+        check_output_path(path, overwrite, suffixes=LABELMAP_SUFFIXES, inputs=[reference.path] if reference.path else [])
+    if labelmap.shape != reference.array.shape[:3]:
+        raise ValueError(f"Labelmap shape {labelmap.shape} differs from the reference {reference.array.shape}.")
+    return _write_verified(path, labelmap.astype(np.uint8), reference, overwrite)
 
-    image = sitk.GetImageFromArray(np.ascontiguousarray(data.array))
-    image.SetSpacing(tuple(float(s) for s in data.spacing))
-    image.SetOrigin(tuple(float(o) for o in data.origin))
-    image.SetDirection(tuple(float(d) for d in data.direction))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(image, str(path), useCompression=True)
-    return Path(path)
+
+def write_image(path: str | Path, data: ImageData, overwrite: bool = True) -> Path:
+    """Write a volume completely or not at all (the sample converter and tests)."""
+    path = check_output_path(path, overwrite, suffixes=READ_SUFFIXES)
+    return _write_verified(path, data.array, data, overwrite)
