@@ -57,6 +57,7 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.logic: Optional[LiverSegmentationLogic] = None
         self._parameterNode = None
         self._job: Optional[StartedJob] = None
+        self._logged = 0  # worker log lines already shown
         self._lastSegmentation = None  # the latest result, for "Edit in Segment Editor"
         self._timer = None
 
@@ -178,7 +179,13 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self._setStatus(f"Error: {exc}")
             slicer.util.errorDisplay(str(exc), windowTitle="Liver Segmentation")
             return
+        self.ui.logTextEdit.clear()
+        self._logged = 0
         self._setRunning(True)
+
+    def _appendLog(self, lines) -> None:
+        for line in lines:
+            self.ui.logTextEdit.appendPlainText(line)
 
     def _setRunning(self, running: bool) -> None:
         """While a job runs, Apply is Cancel and the choices it was started with cannot be changed."""
@@ -196,6 +203,8 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def _onPoll(self) -> None:
         job = self._job
         state = job.process.poll()
+        self._appendLog(job.process.log[self._logged:])  # worker output that is not progress: warnings, errors
+        self._logged = len(job.process.log)
         self.ui.progressBar.value = int(100 * job.process.progress)
         if job.process.message:
             self._setStatus(job.process.message)
@@ -214,7 +223,12 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._lastSegmentation = segmentation
         self._showStatistics(self.logic.lastStatistics)
         self.ui.editInSegmentEditorButton.enabled = True
-        self._setStatus(f"Done in {job.wall_seconds:.1f} s on {self.logic.lastSummary.get('device')}.")
+        warnings = self.logic.lastSummary.get("warnings", [])
+        self._appendLog(f"Warning: {w}" for w in warnings)
+        note = f" {len(warnings)} warning(s): see Log." if warnings else ""
+        if warnings:
+            self.ui.logCollapsibleButton.collapsed = False
+        self._setStatus(f"Done in {job.wall_seconds:.1f} s on {self.logic.lastSummary.get('device')}.{note}")
 
     def _cancelJob(self) -> None:
         if self._job is not None:
