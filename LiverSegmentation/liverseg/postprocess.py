@@ -52,6 +52,8 @@ def _in_bbox(mask: np.ndarray, radius_vox: tuple[int, int, int], op) -> np.ndarr
 
 
 _FULL = np.ones((3, 3, 3), bool)
+_INPLANE = np.zeros((3, 3, 3), bool)
+_INPLANE[1] = True
 
 
 def keep_largest_component(mask: np.ndarray) -> np.ndarray:
@@ -148,7 +150,9 @@ def water_look_alikes(liver: np.ndarray, tumor: np.ndarray, image_hu: np.ndarray
     for i, sl in enumerate(ndimage.find_objects(labels), start=1):
         sl = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in sl)
         comp = labels[sl] == i
-        values = image_hu[sl][comp].astype(np.float32)
+        # Density and homogeneity of the interior: the border voxels mix in the surrounding tissue (partial volume).
+        interior = ndimage.binary_erosion(comp, structure=_INPLANE)
+        values = image_hu[sl][interior if interior.sum() >= 10 else comp].astype(np.float32)
         if not (lo <= float(values.mean()) <= hi and float(values.std()) <= config.water_max_std_hu):
             continue
         border = ndimage.binary_dilation(comp, structure=_FULL) & ~comp

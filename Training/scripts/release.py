@@ -5,8 +5,9 @@
         --loco-crop chaos_eval_ct=reports/loco_chaos_eval_ct_resunet_crop/metrics.json \
         --sample reports/final_resunet_lits117/metrics.json -o LiverSegmentation/liverseg/weights/liver-resunet.safetensors
 
-The public-sample floors written into the card are the measured Dice rounded down to two decimals; the test suite
-checks that the shipped model still reaches them.
+The public-sample floors written into the card are the measured Dice minus 0.02, rounded down to two decimals
+(a margin that another BLAS or torch build does not cross, while a real regression does); the test suite checks
+that the shipped model still reaches them.
 """
 from __future__ import annotations
 
@@ -32,8 +33,11 @@ def _pairs(items):
     return {k: json.loads(Path(v).read_text()) for k, v in (i.split("=", 1) for i in items or [])}
 
 
+FLOOR_MARGIN = 0.02
+
+
 def floor2(x: float) -> float:
-    return math.floor(x * 100) / 100
+    return math.floor((x - FLOOR_MARGIN) * 100) / 100
 
 
 def main() -> None:
