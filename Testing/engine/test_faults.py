@@ -188,15 +188,24 @@ def test_nifti_with_nan_or_inf_is_refused(tmp_path, phantom, capsys, no_inferenc
     one_error_line(code, err, "2 NaN or infinite")
 
 
-def test_header_that_declares_a_huge_volume_is_refused_before_reading(tmp_path, capsys, no_inference):
+@pytest.mark.parametrize("dims, pattern", [((32000, 32000, 32000), "GiB of memory"),  # more than any machine has
+                                            ((1200, 1200, 1100), "")])  # fits or not, depending on free memory
+def test_header_that_declares_a_huge_volume_is_refused_before_reading(tmp_path, capsys, no_inference, dims, pattern):
+    """A 3 KB file whose header declares gigabytes: refused from the header (too large for free memory) or by the
+    streamed size check (truncated), never by reading gigabytes into memory first."""
+    import resource
+
     path = _write(tmp_path / "small.nii", np.zeros((4, 4, 4), np.int16), compress=False)
     header = bytearray(path.read_bytes())
-    header[42:48] = np.array([1200, 1200, 1100], "<i2").tobytes()  # dim[1..3]
+    header[42:48] = np.array(dims, "<i2").tobytes()  # dim[1..3]
     huge = tmp_path / "huge.nii.gz"
     huge.write_bytes(gzip.compress(bytes(header)))
     assert huge.stat().st_size < 4096
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     code, _, err = run(capsys, "segment", huge, "-o", tmp_path / "seg.nii.gz")
-    one_error_line(code, err, "1200x1200x1100")
+    one_error_line(code, err, "huge.nii.gz")
+    assert (pattern or "truncated") in err or "GiB of memory" in err, err
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KB: nothing big was allocated
 
 
 def test_fifo_is_refused_without_hanging(tmp_path):
