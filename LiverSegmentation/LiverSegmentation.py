@@ -277,7 +277,11 @@ class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
     """Works without any GUI: ``process(volume, segmentation_or_None, SegmentationParameters())``."""
 
     def __init__(self, python_executable: Optional[str] = None) -> None:
+        from LiverSegmentationLib.terminology import load_context
+
         ScriptedLoadableModuleLogic.__init__(self)
+        if hasattr(slicer.modules, "terminologies"):  # so Segment Editor finds the segments' terminology entries
+            load_context(slicer.modules.terminologies.logic())
         self.pythonExecutable = python_executable
         self.lastStatistics: dict = {}
         self.lastSummary: dict = {}

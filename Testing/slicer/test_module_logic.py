@@ -377,3 +377,30 @@ def test_model_line_is_plain_and_the_card_is_one_hover_away(headless):
     assert "LOCO" not in line and "_" not in line.split(":", 1)[1] and len(line) < 220, line
     assert '"architecture"' in logic.modelCard("default")
     assert logic.modelSummary("no-such-model").startswith("Model unavailable")
+
+
+def test_segment_terminology_is_found_by_lookup_in_a_loaded_context(headless):
+    """Segment Editor looks a segment's entry up in the context the tag names: that context must be loaded and
+    hold each label's category and type (the logic loads the module's own context; Slicer's general anatomy list
+    has no Neoplasm)."""
+    import json
+
+    from liverseg.labels import LABELS
+    from LiverSegmentationLib.terminology import (CATEGORY_CONTEXT, CONTEXT_FILE, SEGMENTS, terminology_context)
+
+    assert json.loads(CONTEXT_FILE.read_text()) == terminology_context()  # the shipped file is the label table
+    headless.LiverSegmentationLogic()
+    logic = slicer.modules.terminologies.logic()
+    found = {}
+    for c in range(logic.GetNumberOfCategoriesInTerminology(CATEGORY_CONTEXT)):
+        category = slicer.vtkSlicerTerminologyCategory()
+        assert logic.GetNthCategoryInTerminology(CATEGORY_CONTEXT, c, category)
+        for t in range(logic.GetNumberOfTypesInTerminologyCategory(CATEGORY_CONTEXT, category)):
+            type_ = slicer.vtkSlicerTerminologyType()
+            assert logic.GetNthTypeInTerminologyCategory(CATEGORY_CONTEXT, category, t, type_)
+            found[(category.GetCodeValue(), type_.GetCodeValue())] = type_.GetRecommendedDisplayRGBValue()
+    for spec, entry in SEGMENTS:
+        assert CATEGORY_CONTEXT in entry
+        assert (spec.category.code, spec.type.code) in found, spec.name
+        assert tuple(found[(spec.category.code, spec.type.code)]) == spec.color_rgb
+    assert ("49755003", "108369006") in found and len(found) == len(LABELS)
