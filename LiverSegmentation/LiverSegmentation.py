@@ -55,7 +55,7 @@ class LiverSegmentationParameterNode:
     outputSegmentation: slicer.vtkMRMLSegmentationNode
     tumor: bool = True
     postprocessing: bool = True
-    fast: bool = True
+    roi: bool = True  # liver ROI (one name in GUI, API, CLI and docs)
 
 
 class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -163,7 +163,7 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         p = self._parameterNode
         return SegmentationParameters(model=self.ui.modelComboBox.currentData or "default",
                                       device=self.ui.deviceComboBox.currentData or "auto",
-                                      tumor=p.tumor, postprocessing=p.postprocessing, fast=p.fast)
+                                      tumor=p.tumor, postprocessing=p.postprocessing, roi=p.roi)
 
     # ---- run / cancel --------------------------------------------------------------------------------------------
     def onApplyButton(self) -> None:
@@ -204,7 +204,7 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.progressBar.visible = running
         self.ui.progressBar.value = 0
         for widget in (self.ui.inputVolumeSelector, self.ui.outputSegmentationSelector, self.ui.modelComboBox,
-                       self.ui.deviceComboBox, self.ui.tumorCheckBox, self.ui.postprocessingCheckBox, self.ui.fastCheckBox):
+                       self.ui.deviceComboBox, self.ui.tumorCheckBox, self.ui.postprocessingCheckBox, self.ui.roiCheckBox):
             widget.enabled = not running
         if running:
             self._timer.start()

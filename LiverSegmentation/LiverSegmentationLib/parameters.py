@@ -16,7 +16,7 @@ class SegmentationParameters:
     device: str = "auto"  # auto | cuda | cpu
     tumor: bool = True
     postprocessing: bool = True
-    fast: bool = True  # coarse pass finds the liver, fine pass runs only there
+    roi: bool = True  # liver ROI: a coarse pass finds the liver, the fine pass runs only there
     allow_non_hu: bool = False
 
     def to_job(self, ijk_to_ras) -> "Job":

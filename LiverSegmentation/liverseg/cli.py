@@ -71,7 +71,7 @@ def cmd_segment(args) -> int:
         try:
             image = read_image(inp, series=args.series)
             if segmenter is None:
-                segmenter = Segmenter(args.model, args.device, InferenceOptions(roi=not args.full_scan, tta_scales=tuple(args.tta)),
+                segmenter = Segmenter(args.model, args.device, InferenceOptions(roi=not args.no_roi, tta_scales=tuple(args.tta)),
                                       threads=args.threads)
             result = segmenter.segment(image.array, image.ijk_to_ras, tumor=not args.no_tumor, postprocessing=post,
                                        progress=bar, allow_non_hu=args.allow_non_hu)
@@ -223,8 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     s.add_argument("--no-tumor", action="store_true", help="liver only")
     s.add_argument("--no-postprocessing", action="store_true", help="raw network output (no largest component etc.)")
-    s.add_argument("--full-scan", action="store_true",
-                   help="run the network on every slice over the whole field of view instead of finding the liver first (slower)")
+    s.add_argument("--no-roi", action="store_true",
+                   help="no liver ROI: run the network on every slice over the whole field of view instead of finding the "
+                        "liver first (slower)")
     s.add_argument("--tta", type=float, nargs="+", default=[], metavar="SCALE",
                    help="test-time augmentation: also run at these in-plane pixel-size factors and average, e.g. "
                         "--tta 0.9 1.1 (about 3x the inference time)")

@@ -29,7 +29,7 @@ class InferenceOptions:
     coarse_step_mm: float = 12.0  # distance between coarse-pass slices
     margin_z_mm: float = 20.0  # extent added above/below the coarse liver
     margin_xy_mm: float = 40.0  # extent added around the coarse liver in-plane
-    roi: bool = True  # False: run every slice over the full field of view (slower, for checks)
+    roi: bool = True  # liver ROI; False: run every slice over the full field of view (slower, for checks)
     # Test-time augmentation: also run at in-plane pixel sizes scaled by these factors and average the
     # probabilities (the networks were trained with 0.85-1.15 scaling). () = off; e.g. (0.9, 1.1) triples the cost.
     tta_scales: tuple[float, ...] = ()

@@ -18,7 +18,7 @@ class Job:
     device: str = "auto"
     tumor: bool = True
     postprocessing: bool = True
-    fast: bool = True  # find the liver with a coarse pass first, then run only there
+    roi: bool = True  # liver ROI: find the liver with a coarse pass first, then run only there
     allow_non_hu: bool = False
 
     def to_json(self) -> str:
@@ -37,7 +37,7 @@ class Job:
         if unknown:
             raise InputError(f"The job file has unknown key(s) {', '.join(unknown)}; the module and engine versions differ.")
         for key, value in data.items():
-            if key in ("tumor", "postprocessing", "fast", "allow_non_hu") and not isinstance(value, bool):
+            if key in ("tumor", "postprocessing", "roi", "allow_non_hu") and not isinstance(value, bool):
                 raise InputError(f"The job's {key!r} must be true or false, not {value!r}.")
             if key in ("model",) and value is not None and not isinstance(value, str):
                 raise InputError(f"The job's 'model' must be a name or path, not {value!r}.")

@@ -47,7 +47,7 @@ def run(job_dir: Path) -> int:
             print(f"PROGRESS {fraction:.4f} {message}", flush=True)
 
         progress(0.0, "Loading model")
-        segmenter = Segmenter(job.model or None, job.device, InferenceOptions(roi=job.fast))
+        segmenter = Segmenter(job.model or None, job.device, InferenceOptions(roi=job.roi))
         array = np.load(job_dir / "input.npy", mmap_mode="r")
         result = segmenter.segment(np.asarray(array), np.asarray(job.ijk_to_ras, float), tumor=job.tumor,
                                    postprocessing=PostprocessConfig(enabled=job.postprocessing),

@@ -237,7 +237,7 @@ def test_wrong_input_gives_a_clear_message(scene, headless, phantom):
 def test_parameter_node_is_typed_and_persistent(scene, headless, phantom):
     logic = headless.LiverSegmentationLogic()
     p = logic.getParameterNode()
-    assert p.tumor is True and p.fast is True
+    assert p.tumor is True and p.roi is True
     p.tumor = False
     assert headless.LiverSegmentationLogic().getParameterNode().tumor is False
     volume = add_volume(scene, phantom[0], phantom[2])
@@ -260,7 +260,7 @@ def test_ui_file_has_every_widget_and_parameter_the_code_uses(headless):
     declared = set(re.search(r"class LiverSegmentationParameterNode:\n((?:    .*\n)+)", source).group(1).split())
     for widget, parameter in bound.items():
         assert f"{parameter}:" in declared, (widget, parameter)
-    assert set(bound.values()) == {"inputVolume", "outputSegmentation", "tumor", "postprocessing", "fast"}
+    assert set(bound.values()) == {"inputVolume", "outputSegmentation", "tumor", "postprocessing", "roi"}
 
 
 def test_dependency_check_asks_before_installing():
