@@ -11,7 +11,10 @@ STAND-INS (application-only names that slicer-core lacks, kept minimal):
   vtkMRMLScriptedModuleNode tagged with the module name); Widget/Test bases are empty.
 - ``slicer.parameterNodeWrapper.parameterNodeWrapper``: stores annotated fields in the real scripted module node
   (parameters as strings, MRML nodes as node references); no GUI binding (``connectGui`` is a no-op).
-- ``qt``, ``ctk``: empty modules (only the Widget class uses them, and tests do not instantiate it).
+- ``qt``, ``ctk``: empty modules; the Widget test replaces ``qt`` and the dialogs with the recorders in
+  ``qt_standins.py`` (documented there).
+- ``slicer.ScriptedLoadableModule.ScriptedLoadableModuleWidget``: ``parent.isEntered``, ``layout.addWidget``,
+  ``setup()`` and ``resourcePath()`` only.
 """
 from __future__ import annotations
 
@@ -35,8 +38,20 @@ class _ScriptedLoadableModule:
 
 
 class _ScriptedLoadableModuleWidget:
+    """Stand-in with what the module's Widget uses of the real base: ``parent.isEntered``, ``layout.addWidget``,
+    ``setup()`` and ``resourcePath()`` (the module's Resources folder, as in Slicer)."""
+
     def __init__(self, parent=None):
-        self.parent = parent
+        self.parent = parent if parent is not None else types.SimpleNamespace(isEntered=True)
+        self.layout = types.SimpleNamespace(addWidget=lambda widget: None)
+
+    def setup(self):
+        pass
+
+    def resourcePath(self, filename):
+        from pathlib import Path
+
+        return str(Path(sys.modules[type(self).__module__].__file__).parent / "Resources" / filename)
 
 
 class _ScriptedLoadableModuleLogic:

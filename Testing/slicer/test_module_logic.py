@@ -404,3 +404,63 @@ def test_segment_terminology_is_found_by_lookup_in_a_loaded_context(headless):
         assert (spec.category.code, spec.type.code) in found, spec.name
         assert tuple(found[(spec.category.code, spec.type.code)]) == spec.color_rgb
     assert ("49755003", "108369006") in found and len(found) == len(LABELS)
+
+
+@pytest.mark.slow
+def test_widget_apply_progress_finish_edit_and_cancel(scene, headless, sample_arrays, monkeypatch):
+    """The Widget's signal/slot wiring and names, executed: Apply -> locked inputs and progress -> finish ->
+    statistics -> Edit in Segment Editor; then Apply and Cancel. Qt is replaced by qt_standins.py."""
+    import sys
+    import time
+    import types
+
+    import qt_standins
+
+    monkeypatch.setitem(sys.modules, "qt", qt_standins.fake_qt_module())
+    monkeypatch.setattr(slicer.util, "loadUI", qt_standins.load_ui)
+    monkeypatch.setattr(slicer.util, "childWidgetVariables", qt_standins.child_widget_variables)
+    errors, selected = [], []
+    monkeypatch.setattr(slicer.util, "errorDisplay", lambda message, **kw: errors.append(message))
+    monkeypatch.setattr(slicer.util, "selectModule", lambda name: selected.append(name))
+    editor = types.SimpleNamespace()
+    editor.setSegmentationNode = lambda node: setattr(editor, "segmentation", node)
+    editor.setSourceVolumeNode = lambda node: setattr(editor, "source", node)
+    representation = types.SimpleNamespace(self=lambda: types.SimpleNamespace(editor=editor))
+    monkeypatch.setattr(slicer.modules, "segmenteditor", types.SimpleNamespace(widgetRepresentation=lambda: representation),
+                        raising=False)
+
+    array, m = sample_arrays
+    volume = add_volume(scene, array, m, "CT")
+    widget = headless.LiverSegmentationWidget()
+    widget.setup()
+    ui = widget.ui
+    assert ui.modelComboBox.currentData == "liver-unet" and "never saw" in ui.modelInfoLabel.text
+    assert '"architecture"' in ui.modelInfoLabel.toolTip
+    assert widget._parameterNode.inputVolume.GetID() == volume.GetID()
+
+    ui.applyButton.emit("clicked(bool)", False)
+    assert ui.applyButton.text == "Cancel" and ui.progressBar.visible
+    assert not ui.inputVolumeSelector.enabled and not ui.modelComboBox.enabled and not ui.roiCheckBox.enabled
+    statuses = set()
+    deadline = time.monotonic() + 120
+    while widget._job is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        widget._timer.fire()
+        statuses.add(ui.statusLabel.text)
+    assert errors == [], errors
+    assert ui.applyButton.text == "Apply" and ui.inputVolumeSelector.enabled and not ui.progressBar.visible
+    assert ui.statusLabel.text.startswith("Done in") and len(statuses - {""}) >= 2  # progress messages were shown
+    assert ui.statisticsTableWidget.cells[(0, 0)] == "Liver volume (mL)"
+    assert float(ui.statisticsTableWidget.cells[(0, 1)]) > 100
+    assert widget._parameterNode.outputSegmentation is None  # the next Apply makes a new segmentation
+    result = widget._lastSegmentation
+    assert result is not None and result.GetSegmentation().GetSegmentIdBySegmentName("Liver")
+
+    ui.editInSegmentEditorButton.emit("clicked(bool)", False)
+    assert selected == ["SegmentEditor"] and editor.segmentation is result and editor.source.GetID() == volume.GetID()
+
+    before = _segmentation_nodes(scene)
+    ui.applyButton.emit("clicked(bool)", False)
+    ui.applyButton.emit("clicked(bool)", False)  # the same button is Cancel now
+    assert ui.statusLabel.text == "Cancelled." and ui.applyButton.text == "Apply" and widget._job is None
+    assert _segmentation_nodes(scene) == before and not widget._timer.active
