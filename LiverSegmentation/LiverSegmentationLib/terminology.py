@@ -12,10 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from liverseg.labels import LABELS, CodedConcept, LabelSpec
+from liverseg.labels import CATEGORY_CONTEXT, LABELS, CodedConcept, terminology_entry
 
-CATEGORY_CONTEXT = "Segmentation category and type - LiverSegmentation"
-REGION_CONTEXT = "Anatomic codes - DICOM master list"
 CONTEXT_FILE = Path(__file__).resolve().parents[1] / "Resources" / "Terminology" / "LiverSegmentation.term.json"
 
 
@@ -55,18 +53,6 @@ def write_context_file(path: Path = CONTEXT_FILE) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(terminology_context(), indent=2) + "\n")
     return path
-
-
-def _triple(concept: CodedConcept | None) -> str:
-    if concept is None:
-        return "^^"
-    return f"{concept.scheme}^{concept.code}^{concept.meaning}"
-
-
-def terminology_entry(spec: LabelSpec) -> str:
-    """The serialised terminology string of one label (category, type, no modifier, anatomic region)."""
-    return "~".join([CATEGORY_CONTEXT, _triple(spec.category), _triple(spec.type), "^^", REGION_CONTEXT,
-                     _triple(spec.region), "^^"])
 
 
 SEGMENTS = [(spec, terminology_entry(spec)) for spec in LABELS.values()]

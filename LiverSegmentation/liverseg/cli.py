@@ -108,13 +108,13 @@ def _fmt(v) -> str:
 def cmd_evaluate(args) -> int:
     import numpy as np
 
-    from .io import read_image
+    from .io import read_labelmap
     from .metrics import evaluate_labelmaps, json_safe
     from .outputs import check_output_path, write_json
 
     if args.json_out:
         check_output_path(args.json_out, args.overwrite, suffixes=(".json",))
-    pred, ref = read_image(args.prediction), read_image(args.reference)
+    pred, ref = read_labelmap(args.prediction), read_labelmap(args.reference)
     if pred.array.shape != ref.array.shape:
         raise ValueError(f"Prediction {pred.array.shape} and reference {ref.array.shape} are on different grids.")
     if not np.allclose(pred.ijk_to_ras, ref.ijk_to_ras, atol=1e-3):
@@ -163,13 +163,13 @@ def cmd_benchmark(args) -> int:
 
 
 def cmd_overlay(args) -> int:
-    from .io import read_image
+    from .io import read_image, read_labelmap
     from .outputs import check_output_path
     from .overlay import save_overlay
 
     check_output_path(args.output, args.overwrite, suffixes=(".png",))
-    ct, pred = read_image(args.ct), read_image(args.labelmap)
-    ref = read_image(args.reference).array if args.reference else None
+    ct, pred = read_image(args.ct), read_labelmap(args.labelmap)
+    ref = read_labelmap(args.reference).array if args.reference else None
     for name, other in (("labelmap", pred.array), ("reference", ref)):
         if other is not None and other.shape != ct.array.shape:
             raise ValueError(f"The {name} grid {other.shape} differs from the CT {ct.array.shape}.")

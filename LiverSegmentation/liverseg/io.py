@@ -18,6 +18,7 @@ import numpy as np
 
 from .checks import InputError, check_memory
 from .dicom import list_series, read_dicom_series
+from .labels import LABELS, terminology_entry
 from .orientation import ijk_to_ras_from_geometry, lps_to_ras
 from .outputs import check_output_path, compound_suffix, write_atomic
 
@@ -167,6 +168,32 @@ def read_image(path: str | Path, series: str | None = None) -> ImageData:
                      direction=image.GetDirection(), path=path)
 
 
+def read_labelmap(path: str | Path) -> ImageData:
+    """A labelmap file, or a segmentation file this engine wrote (``.seg.nrrd``, one layer per label), as a
+    [k, j, i] labelmap with the values of the label table."""
+    import SimpleITK as sitk
+
+    path = inspect_input(path)
+    if compound_suffix(path) != ".seg.nrrd":
+        return read_image(path)
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise InputError(f"Could not read {path} as a segmentation ({_itk_reason(exc)}).") from exc
+    layers = sitk.GetArrayFromImage(image)
+    if layers.ndim == 3:  # a single layer: label values as stored
+        layers = layers[..., None]
+    names = [image.GetMetaData(f"Segment{n}_Name") if image.HasMetaDataKey(f"Segment{n}_Name") else ""
+             for n in range(layers.shape[-1])]
+    if names != [spec.name for spec in LABELS.values()]:
+        raise InputError(f"{path} is not a liverseg segmentation (segments {names}); export it as a labelmap.")
+    labelmap = np.zeros(layers.shape[:3], np.uint8)
+    for n, spec in enumerate(LABELS.values()):  # in table order: tumor is written over liver
+        labelmap[layers[..., n] > 0] = spec.value
+    return ImageData(array=labelmap, spacing=image.GetSpacing(), origin=image.GetOrigin(),
+                     direction=image.GetDirection(), path=path)
+
+
 def _itk_reason(exc: Exception) -> str:
     """The informative line of an ITK exception (they span several lines of C++ context)."""
     lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
@@ -180,20 +207,24 @@ def _to_itk(array: np.ndarray, reference: ImageData):
     """An ITK image of ``array`` with exactly the reference's spacing, origin and direction."""
     import SimpleITK as sitk
 
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array), isVector=array.ndim == 4)
     image.SetSpacing(tuple(float(s) for s in reference.spacing))
     image.SetOrigin(tuple(float(o) for o in reference.origin))
     image.SetDirection(tuple(float(d) for d in reference.direction))
     return image
 
 
-def _write_verified(path: Path, array: np.ndarray, reference: ImageData, overwrite: bool) -> Path:
-    """Write ``array`` with the reference's geometry through :func:`write_atomic`, reading it back voxel for voxel
-    (SimpleITK reports success on a full disk, so only a read-back tells a complete file from a short one)."""
+def _write_verified(path: Path, array: np.ndarray, reference: ImageData, overwrite: bool,
+                    metadata: dict[str, str] | None = None) -> Path:
+    """Write ``array`` ([k, j, i] or [k, j, i, layer]) with the reference's geometry and optional header fields
+    through :func:`write_atomic`, reading it back voxel for voxel (SimpleITK reports success on a full disk, so only
+    a read-back tells a complete file from a short one)."""
     import SimpleITK as sitk
 
     array = np.ascontiguousarray(array)
     image = _to_itk(array, reference)
+    for key, value in (metadata or {}).items():
+        image.SetMetaData(key, value)
 
     def verify(tmp: Path) -> None:
         back = sitk.ReadImage(str(tmp))
@@ -216,7 +247,31 @@ def write_labelmap(path: str | Path, labelmap: np.ndarray, reference: ImageData,
         check_output_path(path, overwrite, suffixes=LABELMAP_SUFFIXES, inputs=[reference.path] if reference.path else [])
     if labelmap.shape != reference.array.shape[:3]:
         raise ValueError(f"Labelmap shape {labelmap.shape} differs from the reference {reference.array.shape}.")
+    if compound_suffix(path) == ".seg.nrrd":
+        layers, metadata = segmentation_layers(labelmap)
+        return _write_verified(path, layers, reference, overwrite, metadata)
     return _write_verified(path, labelmap.astype(np.uint8), reference, overwrite)
+
+
+def segmentation_layers(labelmap: np.ndarray) -> tuple[np.ndarray, dict[str, str]]:
+    """A labelmap as Slicer's segmentation file holds it: one binary layer per segment (so "Liver" includes the
+    tumors, as in the Slicer module and as LiTS scores it, while "Liver tumor" overlaps it), plus the
+    ``Segment<N>_*`` header fields (name, colour, label value, layer, extent, terminology) from the label table."""
+    masks, metadata = [], {"Segmentation_MasterRepresentation": "Binary labelmap",
+                           "Segmentation_ContainedRepresentationNames": "Binary labelmap|",
+                           "Segmentation_ReferenceImageExtentOffset": "0 0 0"}
+    for n, spec in enumerate(LABELS.values()):
+        mask = labelmap >= spec.value if spec.value == 1 else labelmap == spec.value
+        masks.append(mask)
+        idx = [np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))[0] for ax in (2, 1, 0)]  # i, j, k
+        extent = " ".join(f"{i.min()} {i.max()}" if len(i) else "0 -1" for i in idx)
+        metadata.update({
+            f"Segment{n}_ID": spec.name.replace(" ", "_"), f"Segment{n}_Name": spec.name,
+            f"Segment{n}_NameAutoGenerated": "0", f"Segment{n}_Color": " ".join(f"{c:.6f}" for c in spec.color_float),
+            f"Segment{n}_ColorAutoGenerated": "0", f"Segment{n}_LabelValue": "1", f"Segment{n}_Layer": str(n),
+            f"Segment{n}_Extent": extent, f"Segment{n}_Tags": f"TerminologyEntry:{terminology_entry(spec)}|",
+        })
+    return np.stack(masks, axis=-1).astype(np.uint8), metadata
 
 
 def write_image(path: str | Path, data: ImageData, overwrite: bool = True) -> Path:

@@ -58,6 +58,24 @@ LABELS: dict[int, LabelSpec] = {
 }
 
 
+# Slicer's serialised terminology entries (what a segment's "TerminologyEntry" tag holds, in the Slicer module and
+# in .seg.nrrd files). The category/type context is the module's own (Slicer's general anatomy list has no
+# Neoplasm); regions come from Slicer's DICOM master list.
+CATEGORY_CONTEXT = "Segmentation category and type - LiverSegmentation"
+REGION_CONTEXT = "Anatomic codes - DICOM master list"
+
+
+def _triple(concept: CodedConcept | None) -> str:
+    return "^^" if concept is None else f"{concept.scheme}^{concept.code}^{concept.meaning}"
+
+
+def terminology_entry(spec: LabelSpec) -> str:
+    """The serialised terminology string of one label (category, type, no modifier, anatomic region), in the
+    format of Slicer's ``vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry``."""
+    return "~".join([CATEGORY_CONTEXT, _triple(spec.category), _triple(spec.type), "^^", REGION_CONTEXT,
+                     _triple(spec.region), "^^"])
+
+
 def label_table() -> list[dict]:
     """Labels as plain dicts, the form stored in model cards and printed by the CLI."""
     out = []

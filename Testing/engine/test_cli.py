@@ -138,3 +138,21 @@ def test_overlay_png(tmp_path, ct_file, capsys):
 
     img = imread(tmp_path / "o.png")
     assert img.ndim == 3 and img.shape[2] == 3 and img.shape[0] >= 384
+
+
+def test_seg_nrrd_output_carries_segments_and_reads_back_as_the_labelmap(tmp_path, ct_file, tiny_model_path, capsys):
+    """-o x.seg.nrrd: one layer per label with Slicer's segment fields; evaluate and overlay read it back."""
+    nii, seg = tmp_path / "s.nii.gz", tmp_path / "s.seg.nrrd"
+    for out in (nii, seg):
+        code, _, err = run(capsys, "segment", ct_file, "-o", out, "--model", tiny_model_path, "-q")
+        assert code == 0, err
+    image = sitk.ReadImage(str(seg))
+    assert image.GetNumberOfComponentsPerPixel() == 2
+    assert image.GetMetaData("Segment0_Name") == "Liver" and image.GetMetaData("Segment1_Name") == "Liver tumor"
+    assert image.GetMetaData("Segment1_Tags").startswith("TerminologyEntry:Segmentation category and type")
+    code, out, err = run(capsys, "evaluate", seg, nii)
+    assert code == 0, err
+    assert json.loads(out[out.index("{"):])["liver"]["dice"] == 1.0  # the same labelmap, read from both formats
+    from liverseg.io import read_labelmap
+
+    np.testing.assert_array_equal(read_labelmap(seg).array, read_image(nii).array)

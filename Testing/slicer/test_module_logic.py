@@ -56,7 +56,7 @@ def test_process_matches_engine_voxel_for_voxel(scene, headless, sample_arrays, 
     from liverseg import Segmenter
     from liverseg.labels import LABELS
     from LiverSegmentationLib.parameters import SegmentationParameters
-    from LiverSegmentationLib.terminology import terminology_entry
+    from liverseg.labels import terminology_entry
 
     array, m = _variants(*sample_arrays)[variant]
     volume = add_volume(scene, array, m, name=f"LiTS117 {variant}")
@@ -81,7 +81,7 @@ def test_process_matches_engine_voxel_for_voxel(scene, headless, sample_arrays, 
 
 def test_terminology_strings_match_slicers_own_serializer():
     from liverseg.labels import LABELS
-    from LiverSegmentationLib.terminology import CATEGORY_CONTEXT, REGION_CONTEXT, terminology_entry
+    from liverseg.labels import CATEGORY_CONTEXT, REGION_CONTEXT, terminology_entry
 
     t = slicer.vtkSlicerTerminologiesModuleLogic
     liver, tumor = LABELS[1], LABELS[2]
@@ -464,3 +464,26 @@ def test_widget_apply_progress_finish_edit_and_cancel(scene, headless, sample_ar
     ui.applyButton.emit("clicked(bool)", False)  # the same button is Cancel now
     assert ui.statusLabel.text == "Cancelled." and ui.applyButton.text == "Apply" and widget._job is None
     assert _segmentation_nodes(scene) == before and not widget._timer.active
+
+
+def test_seg_nrrd_from_the_engine_opens_in_slicer_with_names_colours_terminology_and_voxels(headless, phantom, tmp_path):
+    """`liverseg segment -o x.seg.nrrd` writes Slicer's segmentation format: slicer-core's reader finds the two
+    segments with the label table's names, colours and terminology, Liver including the tumors."""
+    from liverseg.io import ImageData, write_labelmap
+    from liverseg.labels import LABELS, terminology_entry
+
+    vol, lab, m = phantom
+    path = write_labelmap(tmp_path / "result.seg.nrrd", lab, ImageData.from_array(vol, m))
+    seg_node = slicer.modules.segmentations.logic().LoadSegmentationFromFile(str(path), False, "loaded")
+    segmentation = seg_node.GetSegmentation()
+    reference = add_volume(slicer.mrmlScene, vol, m, "reference")
+    assert segmentation.GetNumberOfSegments() == len(LABELS)
+    for spec in LABELS.values():
+        segment_id = segmentation.GetSegmentIdBySegmentName(spec.name)
+        segment = segmentation.GetSegment(segment_id)
+        assert segment is not None, spec.name
+        assert segment.GetColor() == pytest.approx(spec.color_float, abs=1e-5)
+        tag = vtk.reference("")
+        assert segment.GetTag(segment.GetTerminologyEntryTagName(), tag) and tag.get() == terminology_entry(spec)
+        mask = slicer.util.arrayFromSegmentBinaryLabelmap(seg_node, segment_id, reference) > 0  # in the CT's grid
+        np.testing.assert_array_equal(mask, lab >= 1 if spec.value == 1 else lab == 2)
