@@ -31,44 +31,100 @@ def _case_name(inp: Path) -> str:
     return name
 
 
-def output_paths(inputs: list[Path], output: Path) -> list[Path]:
+def output_paths(inputs: list[Path], output: Path, root: Path | None = None) -> list[Path]:
     """Where each input's labelmap goes. One input and a file name: that file. Otherwise ``output`` is a folder
-    that mirrors the inputs' layout below their common folder (``A/ct.nii.gz`` and ``B/ct.nii.gz`` become
-    ``A/ct_liverseg.nii.gz`` and ``B/ct_liverseg.nii.gz``), so two cases never share an output."""
+    that mirrors the inputs' layout below ``root`` (``--input-dir``) or their common folder (``A/ct.nii.gz`` and
+    ``B/ct.nii.gz`` become ``A/ct_liverseg.nii.gz`` and ``B/ct_liverseg.nii.gz``), so two cases never share one."""
     from .checks import InputError
 
-    if len(inputs) == 1 and output.suffix and not output.is_dir():
+    if len(inputs) == 1 and root is None and output.suffix and not output.is_dir():
         return [output]  # a file name (its suffix is checked with the other output rules)
-    if len(inputs) > 1 and output.suffix and not output.is_dir():
-        raise InputError("With several inputs, -o/--output must be a folder.")
+    if output.suffix and not output.is_dir():
+        raise InputError("With several inputs or --input-dir, -o/--output must be a folder.")
     resolved = [p.expanduser().resolve() for p in inputs]
     if len(set(resolved)) != len(resolved):
         raise InputError("An input is given twice.")
-    common = Path(os.path.commonpath([str(p.parent) for p in resolved]))
+    common = root.resolve() if root is not None else Path(os.path.commonpath([str(p.parent) for p in resolved]))
     return [output / p.parent.relative_to(common) / f"{_case_name(p)}_liverseg.nii.gz" for p in resolved]
 
 
+STATS_COLUMNS = ["input", "output", "ok", "error", "liver_volume_ml", "tumor_count", "tumor_volume_ml",
+                 "tumor_burden_percent", "largest_tumor_diameter_mm", "model", "model_version", "device", "seconds",
+                 "warnings"]
+
+
+def _write_stats(path: Path, rows: list[dict]) -> None:
+    """The whole table, rewritten atomically after every case: complete after each case, even if a later one
+    crashes the run."""
+    import csv
+    import io
+
+    from .outputs import write_atomic, write_json
+
+    if path.suffix.lower() == ".json":
+        write_json(path, rows, overwrite=True, checked=True)
+        return
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=STATS_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "warnings": "; ".join(row.get("warnings") or [])})
+    text = buffer.getvalue()
+
+    def verify(tmp: Path) -> None:
+        if tmp.read_text() != text:
+            raise ValueError("the table on disk differs")
+
+    write_atomic(path, lambda tmp: tmp.write_text(text), verify, overwrite=True, checked=True)
+
+
 def cmd_segment(args) -> int:
+    from .checks import InputError
     from .inference import InferenceOptions
-    from .io import LABELMAP_SUFFIXES, inspect_input, read_image, write_labelmap
+    from .io import LABELMAP_SUFFIXES, find_inputs, inspect_input, read_image, write_labelmap
     from .modelfile import ModelFileError
     from .outputs import check_output_path
     from .pipeline import Segmenter
     from .postprocess import PostprocessConfig
 
+    output = Path(args.output).expanduser()
     inputs = [Path(p).expanduser() for p in args.inputs]
-    targets = output_paths(inputs, Path(args.output).expanduser())
-    for inp in inputs:  # every input and every output is checked before minutes go into inference
-        inspect_input(inp)
-    for t in targets:
+    root = Path(args.input_dir).expanduser() if args.input_dir else None
+    if root is not None:
+        if not root.is_dir():
+            raise InputError(f"--input-dir {root} is not a folder.")
+        found = find_inputs(root, exclude=output)
+        if not found:
+            raise InputError(f"No NIfTI/NRRD/MHA file or DICOM series below {root}.")
+        inputs += found
+    if not inputs:
+        raise InputError("Give one or more inputs, or --input-dir DIR.")
+    targets = output_paths(inputs, output, root if not args.inputs else None)
+    for t in targets:  # every output and every input is checked before minutes go into inference
         check_output_path(t, args.overwrite, suffixes=LABELMAP_SUFFIXES, inputs=inputs)
+    broken = {}
+    for inp in inputs:
+        try:
+            inspect_input(inp)
+        except InputError as exc:
+            if len(inputs) == 1 or args.stop_on_error:
+                raise
+            broken[inp] = exc  # reported now; the other cases still run
+            print(f"liverseg: error: {inp}: {exc}", file=sys.stderr)
+    stats_path = Path(args.stats).expanduser() if args.stats else None
+    if stats_path is not None:
+        check_output_path(stats_path, args.overwrite, suffixes=(".csv", ".json"), inputs=inputs)
     segmenter = None  # loaded once the first input has been read: a bad single input is reported at once
     post = PostprocessConfig(enabled=not args.no_postprocessing)
     summaries = []
-    for inp, target in zip(inputs, targets):
+    started = time.perf_counter()
+    for n, (inp, target) in enumerate(zip(inputs, targets), start=1):
         t0 = time.perf_counter()
-        bar = ProgressBar(inp.name, enabled=not args.quiet)
+        label = f"[{n}/{len(inputs)}] {inp.name}" if len(inputs) > 1 else inp.name
+        bar = ProgressBar(label, enabled=not args.quiet)
         try:
+            if inp in broken:
+                raise broken[inp]
             image = read_image(inp, series=args.series)
             if segmenter is None:
                 segmenter = Segmenter(args.model, args.device, InferenceOptions(roi=not args.no_roi, tta_scales=tuple(args.tta)),
@@ -79,19 +135,26 @@ def cmd_segment(args) -> int:
         except (Exception, Cancelled) as exc:
             if isinstance(exc, (Cancelled, ModelFileError)) or args.stop_on_error or len(inputs) == 1:
                 raise
-            print(f"liverseg: error: {inp}: {exc}", file=sys.stderr)
-            summaries.append({"input": str(inp), "output": None, "ok": False, "error": str(exc)})
-            continue
-        s = result.statistics
-        summary = {"input": str(inp), "output": str(target), "ok": True, **{k: round(v, 3) for k, v in s.items()},
-                   "seconds": round(time.perf_counter() - t0, 2), "device": result.device, "model": result.model,
-                   "warnings": result.warnings}
-        summaries.append(summary)
-        print(f"{inp.name}: liver {s['liver_volume_ml']:.1f} mL, {s['tumor_count']} tumor(s) "
-              f"{s['tumor_volume_ml']:.1f} mL ({s['tumor_burden_percent']:.1f} %), {summary['seconds']:.1f} s -> {target}")
+            if inp not in broken:
+                print(f"liverseg: error: {inp}: {exc}", file=sys.stderr)
+            summaries.append({"input": str(inp), "output": None, "ok": False, "error": str(exc),
+                              "seconds": round(time.perf_counter() - t0, 2)})
+        else:
+            s = result.statistics
+            summaries.append({"input": str(inp), "output": str(target), "ok": True, **{k: round(v, 3) for k, v in s.items()},
+                              "seconds": round(time.perf_counter() - t0, 2), "device": result.device, "model": result.model,
+                              "model_version": str(segmenter.model.card.get("version", "")), "warnings": result.warnings})
+            print(f"{label}: liver {s['liver_volume_ml']:.1f} mL, {s['tumor_count']} tumor(s) {s['tumor_volume_ml']:.1f} mL "
+                  f"({s['tumor_burden_percent']:.1f} %, largest {s['largest_tumor_diameter_mm']:.0f} mm), "
+                  f"{summaries[-1]['seconds']:.1f} s -> {target}")
+        if stats_path is not None:
+            _write_stats(stats_path, summaries)
     failed = [s for s in summaries if not s["ok"]]
     if args.json:
         print(json.dumps(summaries if len(inputs) > 1 else summaries[0], indent=1))
+    if len(inputs) > 1:
+        print(f"liverseg: {len(inputs)} cases: {len(inputs) - len(failed)} ok, {len(failed)} failed, "
+              f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
     if failed:
         print(f"liverseg: {len(failed)} of {len(summaries)} cases failed: " + ", ".join(s["input"] for s in failed),
               file=sys.stderr)
@@ -215,7 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("segment", help="segment one or more CT volumes (NIfTI, NRRD, MHA or DICOM folder)")
-    s.add_argument("inputs", nargs="+", metavar="INPUT")
+    s.add_argument("inputs", nargs="*", metavar="INPUT")
+    s.add_argument("--input-dir", metavar="DIR", help="segment every NIfTI/NRRD/MHA file and DICOM series below DIR "
+                   "(the output folder keeps the layout; a failing case is reported and the others go on)")
+    s.add_argument("--stats", metavar="FILE", help="per-case statistics table (.csv or .json): volumes, tumor count, "
+                   "largest tumor diameter (RECIST-style, longest axial), model, device, seconds, warnings")
     s.add_argument("-o", "--output", required=True,
                    help="output .nii.gz/.nrrd file, or a folder: several inputs keep their relative layout there "
                         "(<name>_liverseg.nii.gz)")

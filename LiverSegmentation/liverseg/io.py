@@ -144,6 +144,36 @@ def inspect_input(path: str | Path) -> Path:
     return path
 
 
+def _is_dicom(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def find_inputs(root: Path, exclude: Path | None = None) -> list[Path]:
+    """Cases below ``root``: image files (NIfTI/NRRD/MHA) and folders that hold DICOM files (DICM marker), in a
+    stable order; nothing inside ``exclude`` (the output folder) and no hidden files."""
+    import os
+
+    skip = exclude.expanduser().resolve() if exclude is not None else None
+    cases = []
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (skip is None or (here / d).resolve() != skip))
+        dicom = False
+        for name in sorted(f for f in files if not f.startswith(".")):
+            path = here / name
+            if compound_suffix(path) in READ_SUFFIXES:  # (.seg.nrrd, a result, is not among them)
+                cases.append(path)
+            elif not dicom and _is_dicom(path):
+                dicom = True
+        if dicom:
+            cases.append(here)
+    return cases
+
+
 def read_image(path: str | Path, series: str | None = None) -> ImageData:
     """Read a volume file or a DICOM series folder (see :func:`liverseg.dicom.read_dicom_series` for the rules
     on several series, missing slices, uneven spacing and gantry tilt)."""

@@ -182,3 +182,25 @@ def labelmap_statistics(labelmap: np.ndarray, voxel_mm3: float) -> dict:
         "tumor_volume_ml": tumor_vox * voxel_mm3 / 1000.0,
         "tumor_burden_percent": 100.0 * tumor_vox / liver_vox if liver_vox else 0.0,
     }
+
+
+def longest_axial_diameter_mm(mask: np.ndarray, spacing_yx: tuple[float, float]) -> float:
+    """The largest lesion's longest in-plane diameter (mm), as RECIST measures it: over every 3D lesion and every
+    axial slice of it, the largest distance between two points of the lesion's outline in that slice (pixel
+    centres, so a one-pixel lesion measures 0). ``mask`` is [slice, row, column] on the canonical axial grid."""
+    from scipy.spatial.distance import pdist
+
+    best = 0.0
+    labels, _ = ndimage.label(mask, np.ones((3, 3, 3), bool))
+    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+        for k in range(sl[0].start, sl[0].stop):
+            region = labels[k, sl[1], sl[2]] == i
+            if not region.any():
+                continue
+            outline = region & ~ndimage.binary_erosion(region)
+            points = np.argwhere(outline) * np.asarray(spacing_yx, float)
+            if len(points) > 2000:  # plenty for a diameter; keeps pdist small on huge lesions
+                points = points[np.linspace(0, len(points) - 1, 2000).astype(int)]
+            if len(points) > 1:
+                best = max(best, float(pdist(points).max()))
+    return best

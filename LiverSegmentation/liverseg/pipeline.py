@@ -12,7 +12,7 @@ import torch
 from .checks import check_geometry, check_volume
 from .devices import resolve_device
 from .inference import InferenceOptions, make_predictor
-from .metrics import labelmap_statistics
+from .metrics import labelmap_statistics, longest_axial_diameter_mm
 from .modelfile import LoadedModel, load_model
 from .orientation import canonical_transform, from_canonical, to_canonical, voxel_spacing
 from .postprocess import PostprocessConfig, postprocess, to_labelmap
@@ -81,10 +81,12 @@ class Segmenter:
         del probs
         liver, tumor_mask = postprocess(liver, tumor_mask, transform.spacing, postprocessing, image_hu=canonical)
         report.check()
+        diameter = longest_axial_diameter_mm(tumor_mask, transform.spacing[1:])
         labelmap = from_canonical(to_labelmap(liver, tumor_mask), transform)
         timings["postprocessing"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
         stats = labelmap_statistics(labelmap, float(np.prod(voxel_spacing(ijk_to_ras))))
+        stats["largest_tumor_diameter_mm"] = diameter
         report(1.0, "Done")
         return SegmentationResult(labelmap=labelmap, ijk_to_ras=np.asarray(ijk_to_ras, float), statistics=stats,
                                   timings=timings, model=self.model.name, device=str(self.device), warnings=warnings,

@@ -302,7 +302,7 @@ def test_batch_outputs_are_unique_and_a_failing_case_does_not_stop_the_others(tm
     out = tmp_path / "res"
     code, stdout, err = run(capsys, "segment", a, bad, b, "-o", out, "--model", tiny_model_path, "-q", "--json")
     assert code == 1 and "1 of 3 cases failed" in err
-    summary = json.loads(stdout[stdout.index("["):])
+    summary = json.loads(stdout[stdout.index("[\n"):])  # the JSON list after the per-case lines
     assert [s["ok"] for s in summary] == [True, False, True]
     assert summary[0]["output"] != summary[2]["output"]
     assert (out / "A" / "ct_liverseg.nii.gz").exists() and (out / "B" / "ct_liverseg.nii.gz").exists()
@@ -435,3 +435,31 @@ def test_public_sample_with_a_wrong_checksum_is_refused(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="expected checksum"):
         sample.fetch_sample(tmp_path / "s")
     assert not list((tmp_path / "s").glob("*.nii.gz"))
+
+
+def test_input_dir_batch_with_a_broken_case_writes_every_good_result_and_a_stats_table(tmp_path, phantom,
+                                                                                       tiny_model_path, capsys):
+    """A folder with NIfTI and DICOM cases and one broken file: every good case is segmented into the same layout,
+    the broken one is reported, the CSV has a row per case and the exit code says something failed."""
+    import csv
+
+    data = tmp_path / "study"
+    _write(data / "p1" / "ct.nii.gz", phantom[0])
+    write_dicom_series(data / "p2" / "dicom", phantom[0][:12])
+    (data / "p3").mkdir()
+    (data / "p3" / "ct.nii.gz").write_bytes(gzip.compress(b"not an image"))
+    (data / "notes.txt").write_text("ignored")
+    out = data / "results"  # inside the input folder: never taken as input
+    code, stdout, err = run(capsys, "segment", "--input-dir", data, "-o", out, "--model", tiny_model_path, "-q",
+                            "--stats", tmp_path / "stats.csv")
+    assert code == 1 and "1 of 3 cases failed" in err and "3 cases: 2 ok, 1 failed" in err
+    assert (out / "p1" / "ct_liverseg.nii.gz").exists() and (out / "p2" / "dicom_liverseg.nii.gz").exists()
+    rows = list(csv.DictReader((tmp_path / "stats.csv").open()))
+    assert [r["ok"] for r in rows] == ["True", "True", "False"] and rows[2]["error"]
+    assert float(rows[0]["liver_volume_ml"]) >= 0 and rows[0]["model"] == "tiny-test" and rows[0]["device"] == "cpu"
+    assert set(rows[0]) == {"input", "output", "ok", "error", "liver_volume_ml", "tumor_count", "tumor_volume_ml",
+                            "tumor_burden_percent", "largest_tumor_diameter_mm", "model", "model_version", "device",
+                            "seconds", "warnings"}
+    code, _, err = run(capsys, "segment", "--input-dir", data, "-o", out, "--model", tiny_model_path, "-q",
+                       "--stats", tmp_path / "stats.csv")
+    one_error_line(code, err, "exists")  # neither results nor the table are replaced without --overwrite

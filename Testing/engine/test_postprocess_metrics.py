@@ -164,3 +164,14 @@ def test_water_density_look_alikes_are_not_tumor():
     assert not (lv & gall & ~liver).any()  # the gallbladder's bulge is background
     lv, tu = postprocess(pred_liver, tumor, spacing, PostprocessConfig(water_hu=None), image_hu=image)
     assert (tu & cyst).any() and (tu & gall).any()
+
+
+def test_longest_axial_diameter_is_the_recist_measure():
+    """A 20 x 10 mm ellipse-free rectangle lesion on 0.5 mm pixels: its longest in-plane diameter is the diagonal of
+    the outline's pixel centres; a taller but thinner lesion does not win on slice count; empty gives 0."""
+    mask = np.zeros((6, 100, 100), bool)
+    mask[2:4, 10:50, 10:30] = True  # 40 x 20 pixels = 20 x 10 mm, on two slices
+    mask[0:6, 70:74, 70:74] = True  # 2 x 2 mm, six slices tall
+    d = metrics.longest_axial_diameter_mm(mask, (0.5, 0.5))
+    assert d == pytest.approx(0.5 * np.hypot(39, 19), rel=1e-6)
+    assert metrics.longest_axial_diameter_mm(np.zeros((3, 5, 5), bool), (1.0, 1.0)) == 0.0
