@@ -48,10 +48,10 @@ def test_failed_job_removes_its_temporary_folder(private_tmp):
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as f:  # a zombie is dead
+            return f.read().split()[2] != "Z"
+    except (ProcessLookupError, FileNotFoundError):  # gone (possibly between the two checks)
         return False
-    with open(f"/proc/{pid}/stat") as f:  # a zombie is dead
-        return f.read().split()[2] != "Z"
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX process groups")
