@@ -102,6 +102,9 @@ def cmd_segment(args) -> int:
     targets = output_paths(inputs, output, root if not args.inputs else None)
     for t in targets:  # every output and every input is checked before minutes go into inference
         check_output_path(t, args.overwrite, suffixes=LABELMAP_SUFFIXES, inputs=inputs)
+    stats_path = Path(args.stats).expanduser() if args.stats else None
+    if stats_path is not None:
+        check_output_path(stats_path, args.overwrite, suffixes=(".csv", ".json"), inputs=inputs)
     broken = {}
     for inp in inputs:
         try:
@@ -111,9 +114,6 @@ def cmd_segment(args) -> int:
                 raise
             broken[inp] = exc  # reported now; the other cases still run
             print(f"liverseg: error: {inp}: {exc}", file=sys.stderr)
-    stats_path = Path(args.stats).expanduser() if args.stats else None
-    if stats_path is not None:
-        check_output_path(stats_path, args.overwrite, suffixes=(".csv", ".json"), inputs=inputs)
     segmenter = None  # loaded once the first input has been read: a bad single input is reported at once
     post = PostprocessConfig(enabled=not args.no_postprocessing)
     summaries = []
