@@ -59,7 +59,7 @@ def _write_stats(path: Path, rows: list[dict]) -> None:
     import csv
     import io
 
-    from .outputs import write_atomic, write_json
+    from .outputs import write_json, write_text
 
     if path.suffix.lower() == ".json":
         write_json(path, rows, overwrite=True, checked=True)
@@ -69,13 +69,7 @@ def _write_stats(path: Path, rows: list[dict]) -> None:
     writer.writeheader()
     for row in rows:
         writer.writerow({**row, "warnings": "; ".join(row.get("warnings") or [])})
-    text = buffer.getvalue()
-
-    def verify(tmp: Path) -> None:
-        if tmp.read_text() != text:
-            raise ValueError("the table on disk differs")
-
-    write_atomic(path, lambda tmp: tmp.write_text(text), verify, overwrite=True, checked=True)
+    write_text(path, buffer.getvalue(), overwrite=True, checked=True)
 
 
 def cmd_segment(args) -> int:

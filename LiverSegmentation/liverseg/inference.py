@@ -184,7 +184,8 @@ class SlicePredictor:
         with ``tta_scales`` the mean over the model's pixel size and the scaled ones."""
         report = report or Reporter()
         scales = (1.0, *self.options.tta_scales)
-        total = None
+        liver_sum = tumor_sum = None
+        slices_run, z_lo, z_hi = 0, volume_hu.shape[0], 0
         for i, scale in enumerate(scales):
             part = report.stage(i / len(scales), (i + 1) / len(scales))
             pre = self.preprocess(volume_hu, spacing[1:], self.spec.spacing_mm * scale)
@@ -193,18 +194,14 @@ class SlicePredictor:
             del pre
             if len(scales) == 1:
                 return probs
-            if total is None:
-                total, slices_run = probs, probs.slices_run
-                liver_sum, tumor_sum = probs.liver.astype(np.uint16), probs.tumor.astype(np.uint16)
-            else:
-                liver_sum += probs.liver
-                tumor_sum += probs.tumor
-                slices_run += probs.slices_run
-                z = (min(total.roi_slices[0], probs.roi_slices[0]), max(total.roi_slices[1], probs.roi_slices[1]))
-                total = dataclasses.replace(total, roi_slices=z)
-        n = len(scales)
-        return dataclasses.replace(total, liver=((liver_sum + n // 2) // n).astype(np.uint8),
-                                   tumor=((tumor_sum + n // 2) // n).astype(np.uint8), slices_run=slices_run)
+            liver_sum = probs.liver.astype(np.uint16) if liver_sum is None else liver_sum + probs.liver
+            tumor_sum = probs.tumor.astype(np.uint16) if tumor_sum is None else tumor_sum + probs.tumor
+            slices_run += probs.slices_run
+            z_lo, z_hi = min(z_lo, probs.roi_slices[0]), max(z_hi, probs.roi_slices[1])
+        n = len(scales)  # mean, rounded half up
+        return ProbabilityMaps(liver=((liver_sum + n // 2) // n).astype(np.uint8),
+                               tumor=((tumor_sum + n // 2) // n).astype(np.uint8), slices_run=slices_run,
+                               roi_slices=(z_lo, z_hi))
 
 
 class VolumePredictor(SlicePredictor):

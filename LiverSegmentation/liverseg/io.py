@@ -179,11 +179,13 @@ def read_image(path: str | Path, series: str | None = None) -> ImageData:
     on several series, missing slices, uneven spacing and gantry tilt)."""
     import SimpleITK as sitk
 
-    path = inspect_input(path)
+    path = Path(path).expanduser()
+    sitk.ProcessObject_SetGlobalWarningDisplay(False)  # ITK's multi-line C++ warnings; we raise or warn ourselves
     try:
         if path.is_dir():
-            image = read_dicom_series(path, series)
+            image = read_dicom_series(path, series)  # lists and checks the series itself
         else:
+            inspect_input(path)
             if compound_suffix(path) in (".nii", ".nii.gz"):
                 verify_nifti(path)
             image = sitk.ReadImage(str(path))
@@ -203,9 +205,10 @@ def read_labelmap(path: str | Path) -> ImageData:
     [k, j, i] labelmap with the values of the label table."""
     import SimpleITK as sitk
 
-    path = inspect_input(path)
+    path = Path(path).expanduser()
     if compound_suffix(path) != ".seg.nrrd":
         return read_image(path)
+    inspect_input(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:

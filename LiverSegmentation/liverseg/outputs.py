@@ -151,15 +151,19 @@ def _reason(path: Path, exc: OSError) -> str:
     return f"Could not write {path} ({exc.strerror or exc}); nothing was written."
 
 
-def write_json(path: str | Path, obj, *, overwrite: bool = False, checked: bool = False) -> Path:
-    """JSON written atomically and read back."""
-    text = json.dumps(obj, indent=1, allow_nan=False)
+def write_text(path: str | Path, text: str, *, overwrite: bool = False, checked: bool = False) -> Path:
+    """A text file written atomically and read back."""
 
     def verify(tmp: Path) -> None:
         if tmp.read_text() != text:
-            raise OutputError(f"{path}: the JSON on disk differs from what was written.")
+            raise OutputError(f"{path}: the text on disk differs from what was written.")
 
     return write_atomic(path, lambda tmp: tmp.write_text(text), verify, overwrite=overwrite, checked=checked)
+
+
+def write_json(path: str | Path, obj, *, overwrite: bool = False, checked: bool = False) -> Path:
+    """JSON (strict: no NaN/inf) written atomically and read back."""
+    return write_text(path, json.dumps(obj, indent=1, allow_nan=False), overwrite=overwrite, checked=checked)
 
 
 def verify_png(tmp: Path) -> None:
