@@ -29,6 +29,28 @@ def tiny_model_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def constant_model(tmp_path_factory):
+    """``constant_model(logit)``: a small model file whose output is the same logit everywhere: -20 finds nothing
+    (for empty-result handling), +20 labels every voxel (for tests about input handling that need a result)."""
+    from liverseg.modelfile import make_card, save_model
+    from liverseg.networks import build_network
+    from liverseg.preprocessing import PreprocessingSpec
+
+    def make(logit: float) -> Path:
+        params = {"in_channels": 3, "out_channels": 2, "base_channels": 4, "depth": 2, "dropout": 0.0}
+        net = build_network("unet", params)
+        last = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.fill_(logit)
+        card = make_card(name=f"constant{logit:+g}", version="0", architecture="unet", network=params,
+                         preprocessing=PreprocessingSpec(spacing_mm=4.0, context_slices=1, size_multiple=4))
+        return save_model(tmp_path_factory.mktemp("models") / f"constant{logit:+g}.safetensors", net, card)
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def phantom():
     """(volume [k, j, i] int16 HU, labelmap, ijk_to_ras) of a small synthetic abdomen with two tumors."""
     from liverseg.benchmark import phantom_ijk_to_ras, synthetic_case

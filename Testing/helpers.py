@@ -41,7 +41,8 @@ def write_dicom_series(folder: Path, array: np.ndarray, spacing=(3.0, 3.0, 5.0),
         for tag, value in {"0008|0060": "CT", "0020|000e": series_uid, "0020|000d": series_uid + ".0",
                            "0020|0032": f"0\\0\\{spacing[2] * k}", "0020|0037": "1\\0\\0\\0\\1\\0",
                            "0020|0013": str(k + 1), "0028|0030": f"{spacing[1]}\\{spacing[0]}",
-                           "0018|0050": str(spacing[2]), "0008|0018": f"{series_uid}.{k + 1}"}.items():
+                           "0018|0050": str(spacing[2]), "0008|0018": f"{series_uid}.{k + 1}",
+                           "0008|0016": "1.2.840.10008.5.1.4.1.1.2", "0020|0052": series_uid + ".9"}.items():
             sl.SetMetaData(tag, value)
         name = f"i{(n - 1 - k) if reverse_names else k:04d},0000b.dcm"
         writer.SetFileName(str(folder / name))

@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "segment": "pipeline", "Segmenter": "pipeline", "SegmentationResult": "pipeline",
     "PostprocessConfig": "postprocess", "InputError": "checks", "ModelFileError": "modelfile",
-    "Cancelled": "progress", "load_model": "modelfile", "LABELS": "labels", "LIVER": "labels", "TUMOR": "labels",
+    "NoLiverFound": "plausibility", "Cancelled": "progress", "load_model": "modelfile", "LABELS": "labels", "LIVER": "labels", "TUMOR": "labels",
 }
 __all__ = sorted(_LAZY) + ["__version__"]
 

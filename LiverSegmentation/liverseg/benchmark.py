@@ -83,10 +83,10 @@ def run_benchmark(shape=(200, 512, 512), device: str = "auto", model=None, repea
     t = time.perf_counter()
     seg = Segmenter(model, device)
     load_s = time.perf_counter() - t
-    seg.segment(vol[: min(8, shape[0])], m)  # warm-up (allocations, kernel selection)
+    seg.segment(vol[: min(8, shape[0])], m, require_liver=False)  # warm-up (allocations, kernel selection)
     best = None
     for _ in range(repeats):
-        result = seg.segment(vol, m)
+        result = seg.segment(vol, m, require_liver=False)
         if best is None or result.timings["total"] < best.timings["total"]:
             best = result
     inference = best.timings["inference"]

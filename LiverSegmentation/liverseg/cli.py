@@ -31,10 +31,11 @@ def _case_name(inp: Path) -> str:
     return name
 
 
-def output_paths(inputs: list[Path], output: Path, root: Path | None = None) -> list[Path]:
-    """Where each input's labelmap goes. One input and a file name: that file. Otherwise ``output`` is a folder
+def output_paths(inputs: list[Path], output: Path, root: Path | None = None, suffix: str = ".nii.gz") -> list[Path]:
+    """Where each input's result goes. One input and a file name: that file. Otherwise ``output`` is a folder
     that mirrors the inputs' layout below ``root`` (``--input-dir``) or their common folder (``A/ct.nii.gz`` and
-    ``B/ct.nii.gz`` become ``A/ct_liverseg.nii.gz`` and ``B/ct_liverseg.nii.gz``), so two cases never share one."""
+    ``B/ct.nii.gz`` become ``A/ct_liverseg.nii.gz`` and ``B/ct_liverseg.nii.gz``; ``suffix`` is ``--format``), so
+    two cases never share one."""
     from .checks import InputError
 
     if len(inputs) == 1 and root is None and output.suffix and not output.is_dir():
@@ -45,7 +46,7 @@ def output_paths(inputs: list[Path], output: Path, root: Path | None = None) -> 
     if len(set(resolved)) != len(resolved):
         raise InputError("An input is given twice.")
     common = root.resolve() if root is not None else Path(os.path.commonpath([str(p.parent) for p in resolved]))
-    return [output / p.parent.relative_to(common) / f"{_case_name(p)}_liverseg.nii.gz" for p in resolved]
+    return [output / p.parent.relative_to(common) / f"{_case_name(p)}_liverseg{suffix}" for p in resolved]
 
 
 STATS_COLUMNS = ["input", "output", "ok", "error", "liver_volume_ml", "tumor_count", "tumor_volume_ml",
@@ -75,7 +76,10 @@ def _write_stats(path: Path, rows: list[dict]) -> None:
 def cmd_segment(args) -> int:
     from .checks import InputError
     from .inference import InferenceOptions
-    from .io import LABELMAP_SUFFIXES, find_inputs, inspect_input, read_image, write_labelmap
+    from .dicomseg import SUFFIX as SEG_SUFFIX
+    from .dicomseg import Algorithm, check_dicom_seg_input, load_sources, require_highdicom
+    from .io import RESULT_SUFFIXES, find_inputs, inspect_input, read_image, write_labelmap
+    from .outputs import compound_suffix
     from .modelfile import ModelFileError
     from .outputs import check_output_path
     from .pipeline import Segmenter
@@ -93,16 +97,21 @@ def cmd_segment(args) -> int:
         inputs += found
     if not inputs:
         raise InputError("Give one or more inputs, or --input-dir DIR.")
-    targets = output_paths(inputs, output, root if not args.inputs else None)
+    targets = output_paths(inputs, output, root if not args.inputs else None, "." + args.format)
     for t in targets:  # every output and every input is checked before minutes go into inference
-        check_output_path(t, args.overwrite, suffixes=LABELMAP_SUFFIXES, inputs=inputs)
+        check_output_path(t, args.overwrite, suffixes=RESULT_SUFFIXES, inputs=inputs)
+    dicom_seg = {t for t in targets if compound_suffix(t) == SEG_SUFFIX}
+    if dicom_seg:
+        require_highdicom()
     stats_path = Path(args.stats).expanduser() if args.stats else None
     if stats_path is not None:
         check_output_path(stats_path, args.overwrite, suffixes=(".csv", ".json"), inputs=inputs)
     broken = {}
-    for inp in inputs:
+    for inp, target in zip(inputs, targets):
         try:
             inspect_input(inp)
+            if target in dicom_seg:
+                check_dicom_seg_input(inp)
         except InputError as exc:
             if len(inputs) == 1 or args.stop_on_error:
                 raise
@@ -120,12 +129,15 @@ def cmd_segment(args) -> int:
             if inp in broken:
                 raise broken[inp]
             image = read_image(inp, series=args.series)
+            if target in dicom_seg:
+                load_sources(image.source_files)  # a series without UIDs is refused before inference
             if segmenter is None:
                 segmenter = Segmenter(args.model, args.device, InferenceOptions(roi=not args.no_roi, tta_scales=tuple(args.tta)),
                                       threads=args.threads)
             result = segmenter.segment(image.array, image.ijk_to_ras, tumor=not args.no_tumor, postprocessing=post,
                                        progress=bar, allow_non_hu=args.allow_non_hu)
-            write_labelmap(target, result.labelmap, image, overwrite=args.overwrite)
+            write_labelmap(target, result.labelmap, image, overwrite=args.overwrite,
+                           algorithm=Algorithm(result.model, str(segmenter.model.card.get("version", ""))))
         except (Exception, Cancelled) as exc:
             if isinstance(exc, (Cancelled, ModelFileError)) or args.stop_on_error or len(inputs) == 1:
                 raise
@@ -278,8 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stats", metavar="FILE", help="per-case statistics table (.csv or .json): volumes, tumor count, "
                    "largest tumor diameter (RECIST-style, longest axial), model, device, seconds, warnings")
     s.add_argument("-o", "--output", required=True,
-                   help="output .nii.gz/.nrrd file, or a folder: several inputs keep their relative layout there "
-                        "(<name>_liverseg.nii.gz)")
+                   help="output file: .nii.gz/.nii/.nrrd (labelmap 0/1/2), .seg.nrrd (Slicer segmentation with named "
+                        "segments and terminology) or .dcm (DICOM SEG referencing a DICOM input series); or a folder: "
+                        "several inputs keep their relative layout there (<name>_liverseg.<--format>)")
+    s.add_argument("--format", default="nii.gz", choices=[x.lstrip(".") for x in (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".dcm")],
+                   help="file type of the results when -o is a folder (default nii.gz; dcm needs DICOM inputs)")
     s.add_argument("--model", default=None, help="bundled model name or model file (default: the bundled default)")
     s.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     s.add_argument("--no-tumor", action="store_true", help="liver only")

@@ -105,7 +105,8 @@ def check_slice_geometry(slices: list[SliceInfo], folder: Path) -> list[SliceInf
 
 
 def read_dicom_series(folder: Path, series: str | None = None):
-    """The chosen series of ``folder`` as a SimpleITK image, after the geometry checks above."""
+    """The chosen series of ``folder`` as a SimpleITK image, after the geometry checks above, and its files in
+    slice order (file ``n`` is slice ``k = n`` of the image: what a DICOM SEG must reference)."""
     import SimpleITK as sitk
 
     found = list_series(folder)
@@ -130,5 +131,6 @@ def read_dicom_series(folder: Path, series: str | None = None):
     check_memory(len(infos) * infos[0].rows * infos[0].columns, f"The series {uid} ({len(infos)} slices)")
     infos = check_slice_geometry(infos, folder)
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames([i.path for i in infos])
-    return reader.Execute()
+    files = [i.path for i in infos]
+    reader.SetFileNames(files)
+    return reader.Execute(), tuple(files)

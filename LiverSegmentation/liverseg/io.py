@@ -18,6 +18,8 @@ import numpy as np
 
 from .checks import InputError, check_memory
 from .dicom import list_series, read_dicom_series
+from .dicomseg import SUFFIX as SEG_SUFFIX
+from .dicomseg import Algorithm, load_sources, write_dicom_seg
 from .labels import LABELS, terminology_entry
 from .orientation import ijk_to_ras_from_geometry, lps_to_ras
 from .outputs import check_output_path, compound_suffix, write_atomic
@@ -25,6 +27,7 @@ from .outputs import check_output_path, compound_suffix, write_atomic
 log = logging.getLogger("liverseg")
 READ_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 LABELMAP_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd")
+RESULT_SUFFIXES = LABELMAP_SUFFIXES + (".dcm",)  # .dcm: DICOM SEG, for DICOM inputs (liverseg.dicomseg)
 
 
 @dataclass
@@ -36,6 +39,7 @@ class ImageData:
     origin: tuple[float, float, float]
     direction: tuple[float, ...]
     path: Path | None = None
+    source_files: tuple[str, ...] = ()  # a DICOM input's files, file n = slice k = n (for DICOM SEG references)
 
     @property
     def ijk_to_ras(self) -> np.ndarray:
@@ -181,9 +185,10 @@ def read_image(path: str | Path, series: str | None = None) -> ImageData:
 
     path = Path(path).expanduser()
     sitk.ProcessObject_SetGlobalWarningDisplay(False)  # ITK's multi-line C++ warnings; we raise or warn ourselves
+    files: tuple[str, ...] = ()
     try:
         if path.is_dir():
-            image = read_dicom_series(path, series)  # lists and checks the series itself
+            image, files = read_dicom_series(path, series)  # lists and checks the series itself
         else:
             inspect_input(path)
             if compound_suffix(path) in (".nii", ".nii.gz"):
@@ -197,7 +202,7 @@ def read_image(path: str | Path, series: str | None = None) -> ImageData:
     if image.GetDimension() != 3:
         raise InputError(f"{path} is a {image.GetDimension()}D image; a 3D CT volume is needed.")
     return ImageData(array=sitk.GetArrayFromImage(image), spacing=image.GetSpacing(), origin=image.GetOrigin(),
-                     direction=image.GetDirection(), path=path)
+                     direction=image.GetDirection(), path=path, source_files=files)
 
 
 def read_labelmap(path: str | Path) -> ImageData:
@@ -272,14 +277,18 @@ def _write_verified(path: Path, array: np.ndarray, reference: ImageData, overwri
 
 
 def write_labelmap(path: str | Path, labelmap: np.ndarray, reference: ImageData, overwrite: bool = False,
-                   checked: bool = False) -> Path:
+                   checked: bool = False, algorithm: "Algorithm | None" = None) -> Path:
     """Write a uint8 labelmap with exactly the reference's origin, spacing and direction, completely or not at all;
-    ``checked=True``: the caller already ran ``check_output_path``."""
+    ``checked=True``: the caller already ran ``check_output_path``. A ``.dcm`` path writes a DICOM SEG that
+    references the reference's DICOM files, identifying ``algorithm`` (model name and version)."""
     path = Path(path).expanduser()
     if not checked:
-        check_output_path(path, overwrite, suffixes=LABELMAP_SUFFIXES, inputs=[reference.path] if reference.path else [])
+        check_output_path(path, overwrite, suffixes=RESULT_SUFFIXES, inputs=[reference.path] if reference.path else [])
     if labelmap.shape != reference.array.shape[:3]:
         raise ValueError(f"Labelmap shape {labelmap.shape} differs from the reference {reference.array.shape}.")
+    if compound_suffix(path) == SEG_SUFFIX:
+        return write_dicom_seg(path, labelmap, load_sources(reference.source_files),
+                               algorithm or Algorithm("unknown", ""), overwrite)
     if compound_suffix(path) == ".seg.nrrd":
         layers, metadata = segmentation_layers(labelmap)
         return _write_verified(path, layers, reference, overwrite, metadata)

@@ -15,6 +15,7 @@ from .inference import InferenceOptions, make_predictor
 from .metrics import labelmap_statistics, longest_axial_diameter_mm
 from .modelfile import LoadedModel, load_model
 from .orientation import canonical_transform, from_canonical, to_canonical, voxel_spacing
+from .plausibility import check_result
 from .postprocess import PostprocessConfig, postprocess, to_labelmap
 from .progress import CancelToken, ProgressCallback, Reporter
 from .registry import resolve_model_path
@@ -50,8 +51,13 @@ class Segmenter:
 
     def segment(self, array: np.ndarray, ijk_to_ras: np.ndarray, *, tumor: bool = True,
                 postprocessing: PostprocessConfig | None = None, progress: ProgressCallback | None = None,
-                cancel: CancelToken | None = None, allow_non_hu: bool = False) -> SegmentationResult:
-        """Segment a [k, j, i] CT array in HU whose voxel-to-RAS geometry is ``ijk_to_ras`` (4x4)."""
+                cancel: CancelToken | None = None, allow_non_hu: bool = False,
+                require_liver: bool = True) -> SegmentationResult:
+        """Segment a [k, j, i] CT array in HU whose voxel-to-RAS geometry is ``ijk_to_ras`` (4x4).
+
+        An empty result raises :class:`liverseg.plausibility.NoLiverFound` (never a silent empty segmentation);
+        ``require_liver=False`` returns it instead (the benchmark times phantoms). Partial coverage, a liver on the
+        patient's left and unusual volumes come back as ``warnings``."""
         report = Reporter(progress, cancel)
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -81,6 +87,10 @@ class Segmenter:
         del probs
         liver, tumor_mask = postprocess(liver, tumor_mask, transform.spacing, postprocessing, image_hu=canonical)
         report.check()
+        if liver.any() or require_liver:
+            for w in check_result(liver, canonical, transform.spacing):  # raises NoLiverFound for an empty result
+                log.warning(w)
+                warnings.append(w)
         diameter = longest_axial_diameter_mm(tumor_mask, transform.spacing[1:])
         labelmap = from_canonical(to_labelmap(liver, tumor_mask), transform)
         timings["postprocessing"] = time.perf_counter() - t
@@ -118,16 +128,22 @@ def segment(image: np.ndarray | str | Path, ijk_to_ras: np.ndarray | None = None
         _CACHE[key] = Segmenter(model, device)
     seg = _CACHE[key]
     kwargs = dict(tumor=tumor, postprocessing=postprocessing, progress=progress, cancel=cancel, allow_non_hu=allow_non_hu)
-    from .io import LABELMAP_SUFFIXES, ImageData, write_labelmap
-    from .outputs import check_output_path
+    from .dicomseg import SUFFIX as SEG_SUFFIX
+    from .dicomseg import Algorithm, check_dicom_seg_input, require_highdicom
+    from .io import RESULT_SUFFIXES, ImageData, write_labelmap
+    from .outputs import check_output_path, compound_suffix
 
     from_file = isinstance(image, (str, Path))
     if output is not None:  # refuse before spending time on inference
-        check_output_path(output, overwrite, suffixes=LABELMAP_SUFFIXES, inputs=[image] if from_file else [])
+        check_output_path(output, overwrite, suffixes=RESULT_SUFFIXES, inputs=[image] if from_file else [])
+        if compound_suffix(Path(output)) == SEG_SUFFIX:
+            require_highdicom()
+            check_dicom_seg_input(Path(image) if from_file else Path("(an in-memory array)"))
     if from_file:
         result, ref = seg.segment_file(image, **kwargs)
         if output is not None:
-            write_labelmap(output, result.labelmap, ref, overwrite=overwrite)
+            write_labelmap(output, result.labelmap, ref, overwrite=overwrite,
+                           algorithm=Algorithm(result.model, str(seg.model.card.get("version", ""))))
         return result
     if ijk_to_ras is None:
         raise ValueError("An in-memory array needs its 4x4 ijk_to_ras matrix.")

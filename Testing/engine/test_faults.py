@@ -273,7 +273,7 @@ def test_dicom_with_uneven_spacing_or_gantry_tilt_is_refused(tmp_path, phantom, 
     one_error_line(code, err, "gantry tilt of 11.3 degrees")
 
 
-def test_dicom_folder_with_two_series_warns_once_and_series_chooses(tmp_path, phantom, tiny_model_path):
+def test_dicom_folder_with_two_series_warns_once_and_series_chooses(tmp_path, phantom, constant_model):
     folder = _series(tmp_path, phantom, "two", uid="1.2.3.4.1")
     write_dicom_series(tmp_path / "small", phantom[0][:6] // 2, series_uid="1.2.3.4.2")
     for f in (tmp_path / "small").iterdir():
@@ -281,11 +281,11 @@ def test_dicom_folder_with_two_series_warns_once_and_series_chooses(tmp_path, ph
 
     def seg(*extra):
         return subprocess.run([sys.executable, "-m", "liverseg", "segment", str(folder), "-o", str(tmp_path / "s.nii.gz"),
-                               "--overwrite", "--model", str(tiny_model_path), "-q", *extra], capture_output=True, text=True)
+                               "--overwrite", "--model", str(constant_model(20.0)), "-q", *extra], capture_output=True, text=True)
 
     proc = seg()
     assert proc.returncode == 0, proc.stderr
-    lines = proc.stderr.strip().splitlines()
+    lines = [ln for ln in proc.stderr.strip().splitlines() if "series" in ln]
     assert len(lines) == 1 and "2 DICOM series" in lines[0] and "1.2.3.4.2" in lines[0], proc.stderr
     assert sitk.ReadImage(str(tmp_path / "s.nii.gz")).GetSize()[2] == 10
     proc = seg("--series", "1.2.3.4.2")

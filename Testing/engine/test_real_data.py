@@ -83,3 +83,24 @@ def test_liver_finding_shortcut_agrees_with_the_full_pass():
     assert full.slices_run == image.array.shape[0] and fast.roi_slices != (0, 0)
     assert dice(fast.labelmap >= 1, full.labelmap >= 1) > 0.97
     assert abs(fast.statistics["liver_volume_ml"] - full.statistics["liver_volume_ml"]) < 0.05 * full.statistics["liver_volume_ml"]
+
+
+@pytest.mark.slow
+def test_default_model_never_reports_a_partial_or_mirrored_scan_as_plain_success():
+    """A slab that cuts through the liver is reported as partial; the same CT with its left-right axis mirrored in
+    the header (the anatomy now appears on the wrong side) gives a warning or an error, never a plain result
+    (measured: the model then labels the spleen, 173 mL, and the volume rule flags it)."""
+    from liverseg import NoLiverFound, Segmenter
+
+    img_path, _ = shared_case("amos_0001_slab")
+    seg = Segmenter(None, "cpu")
+    image = read_image(img_path)
+    result = seg.segment(image.array, image.ijk_to_ras)
+    assert any("partial" in w for w in result.warnings), result.warnings
+    image = read_image(shared_case("chaos_eval_ct")[0])
+    mirrored = np.diag([-1.0, 1.0, 1.0, 1.0]) @ image.ijk_to_ras
+    try:
+        result = seg.segment(image.array, mirrored)
+    except NoLiverFound:
+        return
+    assert any("left side" in w or "unusual" in w for w in result.warnings), result.warnings

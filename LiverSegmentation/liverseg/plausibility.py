@@ -1,0 +1,62 @@
+"""Checks of a finished segmentation, so that an empty, partial or misplaced result is never reported as plain
+success.
+
+A network always returns *something*; whether that is a liver segmentation a user may measure on is a separate
+question. These checks run on the canonical masks (slices inferior -> superior, rows anterior -> posterior, columns
+patient right -> left, see :mod:`liverseg.orientation`) after postprocessing:
+
+- no liver at all: :class:`NoLiverFound` (an error: nothing is written, the module shows it);
+- the liver reaches the first/last slice or the edge of the field of view: the scan does not hold the whole liver,
+  so its volume (and any tumor burden) is partial; a warning says so and by which edge;
+- the liver's centre lies on the patient's left of the body's centre: a left-right flipped header, or situs
+  inversus; a warning asks the user to check the orientation;
+- a complete liver outside :data:`LIVER_ML` (adult livers are 1-2 L; hepatomegaly reaches 3-4 L): a warning.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .checks import InputError
+
+EDGE_AREA_MM2 = 100.0  # liver cut over at least 1 cm^2 of an edge face: the scan ends inside the liver
+LIVER_ML = (400.0, 5000.0)
+BODY_HU = -500.0  # voxels denser than this are the body (air and the table's foam are below)
+LEFT_MARGIN = 0.05  # fraction of the body's width the liver's centre may lie left of the body's centre
+
+
+class NoLiverFound(InputError):
+    """The model found no liver in the volume."""
+
+
+def check_result(liver: np.ndarray, image_hu: np.ndarray, spacing: tuple[float, float, float]) -> list[str]:
+    """Warnings about a canonical liver mask (``spacing`` in mm, canonical order); raises :class:`NoLiverFound`."""
+    if not liver.any():
+        raise NoLiverFound("No liver was found in this volume. Is it an abdominal CT that covers the liver, in "
+                           "Hounsfield units and with a correct orientation? Nothing was written.")
+    warnings = []
+    dz, dy, dx = spacing
+    volume_ml = float(liver.sum()) * dz * dy * dx / 1000.0
+    cut = []
+    for name, face, area in (("lowest (inferior) slice", liver[0], dy * dx), ("highest (superior) slice", liver[-1], dy * dx),
+                             ("anterior edge", liver[:, 0, :], dz * dx), ("posterior edge", liver[:, -1, :], dz * dx),
+                             ("right edge", liver[:, :, 0], dz * dy), ("left edge", liver[:, :, -1], dz * dy)):
+        if float(face.sum()) * area >= EDGE_AREA_MM2:
+            cut.append(name)
+    if cut:
+        warnings.append(f"The liver reaches the {' and the '.join(cut)} of the scan: the scan does not hold the whole "
+                        f"liver, so the liver volume ({volume_ml:.0f} mL here) and the tumor burden are partial.")
+    elif not LIVER_ML[0] <= volume_ml <= LIVER_ML[1]:
+        warnings.append(f"The liver volume, {volume_ml:.0f} mL, is outside {LIVER_ML[0]:.0f}-{LIVER_ML[1]:.0f} mL, "
+                        "unusual for a complete adult liver: check the result and the voxel size.")
+    slices = np.nonzero(liver.any(axis=(1, 2)))[0]
+    body = (image_hu[slices] > BODY_HU).sum(axis=(0, 1))  # voxels per column (no index arrays: CTs are large)
+    if body.any():
+        columns = np.nonzero(body)[0]
+        index = np.arange(body.size)
+        body_centre = float((body * index).sum() / body.sum())
+        per_column = liver[slices].sum(axis=(0, 1))
+        liver_centre = float((per_column * index).sum() / per_column.sum())
+        if liver_centre > body_centre + LEFT_MARGIN * (columns[-1] - columns[0] + 1):
+            warnings.append("The segmented liver lies on the patient's left side. Check the image orientation (a "
+                            "left-right flipped header misplaces the result) or whether the patient has situs inversus.")
+    return warnings
