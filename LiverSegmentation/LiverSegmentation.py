@@ -84,6 +84,8 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._populateDevices()
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.editInSegmentEditorButton.connect("clicked(bool)", self.onEditInSegmentEditor)
+        self.ui.saveStatisticsButton.connect("clicked(bool)", self.onSaveStatistics)
+        self.ui.exportDicomSegButton.connect("clicked(bool)", self.onExportDicomSeg)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self._timer = qt.QTimer()
         self._timer.setInterval(100)
@@ -234,6 +236,8 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._lastSegmentation = segmentation
         self._showStatistics(self.logic.lastStatistics)
         self.ui.editInSegmentEditorButton.enabled = True
+        self.ui.saveStatisticsButton.enabled = True
+        self.ui.exportDicomSegButton.enabled = self.logic.isFromDicomDatabase(slicer.mrmlScene.GetNodeByID(job.input_volume_id))
         warnings = self.logic.lastSummary.get("warnings", [])
         self._appendLog(_("Warning: {message}").format(message=w) for w in warnings)
         note = " " + _("{count} warning(s): see Log.").format(count=len(warnings)) if warnings else ""
@@ -271,6 +275,38 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             return
         reference = segmentation.GetNodeReference(segmentation.GetReferenceImageGeometryReferenceRole())
         self.logic.openInSegmentEditor(segmentation, reference or self._parameterNode.inputVolume)
+
+
+    def onSaveStatistics(self) -> None:
+        import qt
+
+        path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), _("Save statistics"), "liver_statistics.csv",
+                                              _("CSV files (*.csv)"))
+        if not path:
+            return
+        try:
+            self.logic.saveStatistics(path)
+        except Exception as exc:
+            slicer.util.errorDisplay(str(exc), windowTitle=_("Liver Segmentation"))
+            return
+        self._setStatus(_("Statistics saved to {path}.").format(path=path))
+
+    def onExportDicomSeg(self) -> None:
+        import qt
+
+        segmentation = self._lastSegmentation
+        if segmentation is None or segmentation.GetScene() is None:
+            return
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Export DICOM SEG into folder"))
+        if not folder:
+            return
+        reference = segmentation.GetNodeReference(segmentation.GetReferenceImageGeometryReferenceRole())
+        try:
+            files = self.logic.exportDicomSeg(segmentation, reference or self._parameterNode.inputVolume, folder)
+        except Exception as exc:
+            slicer.util.errorDisplay(str(exc), windowTitle=_("Liver Segmentation"))
+            return
+        self._setStatus(_("DICOM SEG written: {files}").format(files=", ".join(files)))
 
 
 class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
@@ -463,6 +499,64 @@ class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
             return job
         job.process.wait(timeout_s)
         return self.finish(job)
+
+    def saveStatistics(self, path: str) -> None:
+        """The latest result's statistics table as CSV, through Slicer's own table storage."""
+        table = self.statisticsTableNode
+        if table is None or table.GetScene() is None:
+            raise RuntimeError(_("There are no statistics yet: segment a CT first."))
+        if not str(path).lower().endswith(".csv"):
+            raise ValueError(_("Choose a file name ending in .csv."))
+        storage = slicer.vtkMRMLTableStorageNode()  # (slicer.util.saveNode is this plus the application's IO manager)
+        storage.SetFileName(str(path))
+        if not storage.WriteData(table):
+            raise RuntimeError(_("Could not write {path}; choose another folder.").format(path=path))
+
+    @staticmethod
+    def isFromDicomDatabase(volumeNode) -> bool:
+        """Whether the CT was loaded from Slicer's DICOM database (its instance UIDs are known)."""
+        return bool(volumeNode is not None and (volumeNode.GetAttribute("DICOM.instanceUIDs") or "").strip())
+
+    def exportDicomSeg(self, segmentationNode, volumeNode, folder: str, plugin=None) -> list:
+        """Export a segmentation as DICOM SEG with Slicer's own DICOM segmentation exporter (the
+        DICOMSegmentationPlugin); ``plugin``: an object with its ``examineForExport``/``export`` interface (tests).
+        Returns the new .dcm files in ``folder``."""
+        import os
+
+        from LiverSegmentationLib import scene
+
+        if not self.isFromDicomDatabase(volumeNode):
+            raise ValueError(_("The CT was not loaded from the DICOM database, so a DICOM SEG has no DICOM series to "
+                               "reference. Load the CT through the DICOM module, or save the segmentation as "
+                               ".seg.nrrd instead."))
+        if plugin is None:
+            try:
+                import DICOMSegmentationPlugin
+            except ImportError as exc:
+                raise RuntimeError(_("Slicer's DICOM segmentation exporter is not available; install the "
+                                     "QuantitativeReporting extension.")) from exc
+            plugin = DICOMSegmentationPlugin.DICOMSegmentationPluginClass()
+        scene.place_in_hierarchy(segmentationNode, volumeNode)  # a SEG belongs to the CT's study
+        sh = slicer.mrmlScene.GetSubjectHierarchyNode()
+        item = sh.GetItemByDataNode(segmentationNode)
+        if not sh.GetItemAttribute(item, "DICOM.ReferencedInstanceUIDs"):
+            sh.SetItemAttribute(item, "DICOM.ReferencedInstanceUIDs", volumeNode.GetAttribute("DICOM.instanceUIDs"))
+        exportables = plugin.examineForExport(item)
+        if not exportables:
+            raise RuntimeError(_("Slicer's DICOM exporter cannot export this segmentation: are the CT's files still "
+                                 "in the DICOM database?"))
+        os.makedirs(folder, exist_ok=True)
+        before = set(os.listdir(folder))
+        for exportable in exportables:
+            exportable.directory = str(folder)
+            exportable.setTag("SeriesDescription", segmentationNode.GetName()[:64])
+        error = plugin.export(exportables)
+        if error:
+            raise RuntimeError(_("DICOM SEG export failed: {reason}").format(reason=error))
+        files = sorted(os.path.join(folder, f) for f in set(os.listdir(folder)) - before if f.lower().endswith(".dcm"))
+        if not files:
+            raise RuntimeError(_("The DICOM exporter reported success but wrote no file into {folder}.").format(folder=folder))
+        return files
 
     @staticmethod
     def openInSegmentEditor(segmentationNode, volumeNode) -> None:

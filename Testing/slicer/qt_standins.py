@@ -9,7 +9,8 @@ class), the module Logic, the background worker and the MRML scene. What is a ST
 - ``load_ui``: parses the `.ui` file into FakeWidgets (stands in for ``slicer.util.loadUI``), and
   ``child_widget_variables`` returns them by name (``slicer.util.childWidgetVariables``).
 - ``qt.QTimer``: records its slot; the test calls ``fire()`` instead of waiting for an event loop.
-- ``qt.QTableWidgetItem``: holds a text. ``qt.QFileDialog`` is not used by the tests.
+- ``qt.QTableWidgetItem``: holds a text. ``qt.QFileDialog``: its static getters return the path the test put in
+  ``FakeFileDialog.answer`` (a file name or a folder) and record what was asked.
 - Dialogs (``slicer.util.errorDisplay``, ``confirmOkCancelDisplay``) record their messages and answer as told.
 - Selecting a module and the Segment Editor widget: a recorder of what was asked.
 Not exercised: Qt's own rendering, layouts and the parameter node's GUI binding (``connectGui`` is a no-op in
@@ -131,8 +132,24 @@ class FakeTimer:
         self.slot()
 
 
+class FakeFileDialog:
+    answer = ""
+    asked: list = []
+
+    @classmethod
+    def getSaveFileName(cls, parent, caption, name="", filters=""):
+        cls.asked.append(caption)
+        return cls.answer
+
+    @classmethod
+    def getExistingDirectory(cls, parent, caption):
+        cls.asked.append(caption)
+        return cls.answer
+
+
 def fake_qt_module() -> types.ModuleType:
     qt = types.ModuleType("qt")
     qt.QTimer = FakeTimer
+    qt.QFileDialog = FakeFileDialog
     qt.QTableWidgetItem = lambda text: types.SimpleNamespace(text=text)
     return qt

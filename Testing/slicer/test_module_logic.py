@@ -461,6 +461,13 @@ def test_widget_apply_progress_finish_edit_and_cancel(scene, headless, sample_ar
     ui.editInSegmentEditorButton.emit("clicked(bool)", False)
     assert selected == ["SegmentEditor"] and editor.segmentation is result and editor.source.GetID() == volume.GetID()
 
+    assert ui.saveStatisticsButton.enabled and not ui.exportDicomSegButton.enabled  # this CT is not from DICOM
+    monkeypatch.setattr(slicer.util, "mainWindow", lambda: None, raising=False)
+    qt_standins.FakeFileDialog.answer = str(Path(tempfile.mkdtemp()) / "stats.csv")
+    ui.saveStatisticsButton.emit("clicked(bool)", False)
+    assert errors == [] and "Statistics saved" in ui.statusLabel.text
+    assert Path(qt_standins.FakeFileDialog.answer).read_text().startswith('"Liver volume (mL)"')
+
     before = _segmentation_nodes(scene)
     ui.applyButton.emit("clicked(bool)", False)
     ui.applyButton.emit("clicked(bool)", False)  # the same button is Cancel now
@@ -489,3 +496,68 @@ def test_seg_nrrd_from_the_engine_opens_in_slicer_with_names_colours_terminology
         assert segment.GetTag(segment.GetTerminologyEntryTagName(), tag) and tag.get() == terminology_entry(spec)
         mask = slicer.util.arrayFromSegmentBinaryLabelmap(seg_node, segment_id, reference) > 0  # in the CT's grid
         np.testing.assert_array_equal(mask, lab >= 1 if spec.value == 1 else lab == 2)
+
+
+def test_statistics_are_saved_as_csv_through_slicers_table_storage(scene, headless, phantom, tmp_path):
+    import csv
+
+    from LiverSegmentationLib import scene as scene_helpers
+
+    logic = headless.LiverSegmentationLogic()
+    with pytest.raises(RuntimeError, match="no statistics"):
+        logic.saveStatistics(str(tmp_path / "s.csv"))
+    volume, seg, lab = _phantom_segmentation(scene, phantom)
+    stats = scene_helpers.statistics(lab, volume)
+    logic.statisticsTableNode = scene.AddNewNodeByClass("vtkMRMLTableNode")
+    scene_helpers.fill_statistics_table(logic.statisticsTableNode, stats)
+    logic.saveStatistics(str(tmp_path / "s.csv"))
+    rows = list(csv.reader((tmp_path / "s.csv").open()))
+    assert rows[0] == [title for _, title in scene_helpers.STATISTICS_COLUMNS]
+    assert [float(v) for v in rows[1]] == pytest.approx([float(stats[k]) for k, _ in scene_helpers.STATISTICS_COLUMNS], rel=1e-5)
+    with pytest.raises(ValueError, match=".csv"):
+        logic.saveStatistics(str(tmp_path / "s.txt"))
+
+
+class _RecordingSegExporter:
+    """Stand-in for Slicer's DICOMSegmentationPlugin (QuantitativeReporting; not in slicer-core): the same
+    ``examineForExport(item) -> exportables`` / ``export(exportables) -> error text`` interface, writing a file."""
+
+    def __init__(self, error="", write=True):
+        self.error, self.write, self.items, self.exportables = error, write, [], []
+
+    def examineForExport(self, item):
+        import types
+
+        self.items.append(item)
+        tags = {}
+        exportable = types.SimpleNamespace(directory="", tags=tags, setTag=lambda k, v: tags.__setitem__(k, v))
+        self.exportables.append(exportable)
+        return [exportable]
+
+    def export(self, exportables):
+        if self.write:
+            for e in exportables:
+                (Path(e.directory) / "subject_hierarchy_export.SEG.dcm").write_bytes(b"DICM")
+        return self.error
+
+
+def test_dicom_seg_export_goes_through_slicers_exporter_for_dicom_cts_only(scene, headless, phantom, tmp_path):
+    logic = headless.LiverSegmentationLogic()
+    volume, seg, _ = _phantom_segmentation(scene, phantom)
+    exporter = _RecordingSegExporter()
+    with pytest.raises(ValueError, match="not loaded from the DICOM database"):
+        logic.exportDicomSeg(seg, volume, str(tmp_path), plugin=exporter)
+    assert not exporter.items
+    volume.SetAttribute("DICOM.instanceUIDs", "1.2.3.1 1.2.3.2")
+    sh = scene.GetSubjectHierarchyNode()
+    study = sh.CreateStudyItem(sh.CreateSubjectItem(sh.GetSceneItemID(), "Patient"), "Study")
+    sh.SetItemParent(sh.GetItemByDataNode(volume) or sh.CreateItem(sh.GetSceneItemID(), volume), study)
+    files = logic.exportDicomSeg(seg, volume, str(tmp_path / "out"), plugin=exporter)
+    item = sh.GetItemByDataNode(seg)
+    assert exporter.items == [item] and sh.GetItemParent(item) == study  # a SEG belongs to the CT's study
+    assert sh.GetItemAttribute(item, "DICOM.ReferencedInstanceUIDs") == "1.2.3.1 1.2.3.2"
+    assert exporter.exportables[0].directory == str(tmp_path / "out") and files == [str(tmp_path / "out" / "subject_hierarchy_export.SEG.dcm")]
+    with pytest.raises(RuntimeError, match="export failed: no frames"):
+        logic.exportDicomSeg(seg, volume, str(tmp_path / "o2"), plugin=_RecordingSegExporter(error="no frames"))
+    with pytest.raises(RuntimeError, match="wrote no file"):
+        logic.exportDicomSeg(seg, volume, str(tmp_path / "o3"), plugin=_RecordingSegExporter(write=False))
