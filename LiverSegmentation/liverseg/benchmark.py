@@ -90,11 +90,14 @@ def run_benchmark(shape=(200, 512, 512), device: str = "auto", model=None, repea
         if best is None or result.timings["total"] < best.timings["total"]:
             best = result
     inference = best.timings["inference"]
-    spec = seg.model.preprocessing
     side = 256  # a 2 mm grid of 256 x 256 pixels covers a 512 mm field of view
-    probe = (1, *spec.patch_size) if spec.volumetric else (spec.in_channels, side, side)
-    gflops_probe = network_gflops(seg.model.network.cpu(), probe)
-    total_gflops = gflops_probe / float(np.prod(probe[1:])) * seg.predictor.pixels_run
+    total_gflops, per_input = 0.0, []
+    for predictor in getattr(seg.predictor, "predictors", [seg.predictor]):  # an ensemble's members one by one
+        spec = predictor.model.preprocessing
+        probe = (1, *spec.patch_size) if spec.volumetric else (spec.in_channels, side, side)
+        gflops_probe = network_gflops(predictor.model.network.cpu(), probe)
+        per_input.append({"input": list(probe), "gflops": round(gflops_probe, 2)})
+        total_gflops += gflops_probe / float(np.prod(probe[1:])) * predictor.pixels_run
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return {
         "input": str(input_path) if input_path else "synthetic phantom",
@@ -105,7 +108,7 @@ def run_benchmark(shape=(200, 512, 512), device: str = "auto", model=None, repea
         "slices": shape[0], "slices_per_s": round(shape[0] / best.timings["total"], 2),
         "inference_slices_per_s": round(shape[0] / inference, 2),
         "peak_rss_mb": round(peak_rss, 1),
-        "network_gflops_per_input": {"input": list(probe), "gflops": round(gflops_probe, 2)},
+        "network_gflops_per_input": per_input[0] if len(per_input) == 1 else per_input,
         "network_gflops_total": round(total_gflops, 3),
         "achieved_gflops_per_s": round(total_gflops / inference, 1),
         "torch": torch.__version__,

@@ -137,7 +137,7 @@ def cmd_segment(args) -> int:
             result = segmenter.segment(image.array, image.ijk_to_ras, tumor=not args.no_tumor, postprocessing=post,
                                        progress=bar, allow_non_hu=args.allow_non_hu)
             write_labelmap(target, result.labelmap, image, overwrite=args.overwrite,
-                           algorithm=Algorithm(result.model, str(segmenter.model.card.get("version", ""))))
+                           algorithm=Algorithm(result.model, segmenter.version))
         except (Exception, Cancelled) as exc:
             if isinstance(exc, (Cancelled, ModelFileError)) or args.stop_on_error or len(inputs) == 1:
                 raise
@@ -149,7 +149,7 @@ def cmd_segment(args) -> int:
             s = result.statistics
             summaries.append({"input": str(inp), "output": str(target), "ok": True, **{k: round(v, 3) for k, v in s.items()},
                               "seconds": round(time.perf_counter() - t0, 2), "device": result.device, "model": result.model,
-                              "model_version": str(segmenter.model.card.get("version", "")), "warnings": result.warnings})
+                              "model_version": segmenter.version, "warnings": result.warnings})
             print(f"{label}: liver {s['liver_volume_ml']:.1f} mL, {s['tumor_count']} tumor(s) {s['tumor_volume_ml']:.1f} mL "
                   f"({s['tumor_burden_percent']:.1f} %, largest {s['largest_tumor_diameter_mm']:.0f} mm), "
                   f"{summaries[-1]['seconds']:.1f} s -> {target}")
@@ -295,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "several inputs keep their relative layout there (<name>_liverseg.<--format>)")
     s.add_argument("--format", default="nii.gz", choices=[x.lstrip(".") for x in (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".dcm")],
                    help="file type of the results when -o is a folder (default nii.gz; dcm needs DICOM inputs)")
-    s.add_argument("--model", default=None, help="bundled model name or model file (default: the bundled default)")
+    s.add_argument("--model", default=None, help="bundled model name or model file (default: the bundled default); "
+                   "several joined by commas are an ensemble whose probabilities are averaged, e.g. "
+                   "liver-unet,liver-resunet (time: the sum of the members')")
     s.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     s.add_argument("--no-tumor", action="store_true", help="liver only")
     s.add_argument("--no-postprocessing", action="store_true", help="raw network output (no largest component etc.)")

@@ -184,24 +184,63 @@ class SlicePredictor:
         with ``tta_scales`` the mean over the model's pixel size and the scaled ones."""
         report = report or Reporter()
         scales = (1.0, *self.options.tta_scales)
-        liver_sum = tumor_sum = None
-        slices_run, z_lo, z_hi = 0, volume_hu.shape[0], 0
+        mean = MeanMaps()
         for i, scale in enumerate(scales):
             part = report.stage(i / len(scales), (i + 1) / len(scales))
             pre = self.preprocess(volume_hu, spacing[1:], self.spec.spacing_mm * scale)
             report.check()
-            probs = self.predict_preprocessed(pre, spacing[0], part, native_shape=tuple(volume_hu.shape))
+            mean.add(self.predict_preprocessed(pre, spacing[0], part, native_shape=tuple(volume_hu.shape)))
             del pre
-            if len(scales) == 1:
-                return probs
-            liver_sum = probs.liver.astype(np.uint16) if liver_sum is None else liver_sum + probs.liver
-            tumor_sum = probs.tumor.astype(np.uint16) if tumor_sum is None else tumor_sum + probs.tumor
-            slices_run += probs.slices_run
-            z_lo, z_hi = min(z_lo, probs.roi_slices[0]), max(z_hi, probs.roi_slices[1])
-        n = len(scales)  # mean, rounded half up
-        return ProbabilityMaps(liver=((liver_sum + n // 2) // n).astype(np.uint8),
-                               tumor=((tumor_sum + n // 2) // n).astype(np.uint8), slices_run=slices_run,
-                               roi_slices=(z_lo, z_hi))
+        return mean.result()
+
+
+class MeanMaps:
+    """The running mean of several probability maps (TTA scales, ensemble members), kept as a uint16 sum so that
+    only one map pair is held besides the sum; rounded half up. One map comes back unchanged."""
+
+    def __init__(self) -> None:
+        self.first: ProbabilityMaps | None = None
+        self.n = self.slices_run = 0
+        self.liver = self.tumor = None
+        self.z_lo, self.z_hi = math.inf, -math.inf
+
+    def add(self, probs: ProbabilityMaps) -> None:
+        self.first = self.first or probs
+        self.liver = probs.liver.astype(np.uint16) if self.liver is None else self.liver + probs.liver
+        self.tumor = probs.tumor.astype(np.uint16) if self.tumor is None else self.tumor + probs.tumor
+        self.n, self.slices_run = self.n + 1, self.slices_run + probs.slices_run
+        self.z_lo, self.z_hi = min(self.z_lo, probs.roi_slices[0]), max(self.z_hi, probs.roi_slices[1])
+
+    def result(self) -> ProbabilityMaps:
+        n = self.n
+        if n == 1:
+            return self.first
+        return ProbabilityMaps(liver=((self.liver + n // 2) // n).astype(np.uint8),
+                               tumor=((self.tumor + n // 2) // n).astype(np.uint8), slices_run=self.slices_run,
+                               roi_slices=(int(self.z_lo), int(self.z_hi)))
+
+
+class EnsemblePredictor:
+    """Several models over the same volume (each with its own preprocessing); their probabilities are averaged."""
+
+    def __init__(self, predictors: list[SlicePredictor]):
+        self.predictors = predictors
+
+    @property
+    def device(self) -> torch.device:
+        return self.predictors[0].device  # every member falls back to the CPU on its own; the first reports
+
+    @property
+    def pixels_run(self) -> int:
+        return sum(p.pixels_run for p in self.predictors)
+
+    def predict(self, volume_hu: np.ndarray, spacing: tuple[float, float, float],
+                report: Reporter | None = None) -> ProbabilityMaps:
+        report = report or Reporter()
+        mean, n = MeanMaps(), len(self.predictors)
+        for i, predictor in enumerate(self.predictors):
+            mean.add(predictor.predict(volume_hu, spacing, report.stage(i / n, (i + 1) / n)))
+        return mean.result()
 
 
 class VolumePredictor(SlicePredictor):

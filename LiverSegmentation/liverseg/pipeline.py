@@ -11,7 +11,7 @@ import torch
 
 from .checks import check_geometry, check_volume
 from .devices import resolve_device
-from .inference import InferenceOptions, make_predictor
+from .inference import EnsemblePredictor, InferenceOptions, make_predictor
 from .metrics import labelmap_statistics, longest_axial_diameter_mm
 from .modelfile import LoadedModel, load_model
 from .orientation import canonical_transform, from_canonical, to_canonical, voxel_spacing
@@ -41,13 +41,23 @@ class SegmentationResult:
 class Segmenter:
     """Initialise once from a model (bundled name or file), then segment in-memory volumes or files."""
 
-    def __init__(self, model: str | Path | LoadedModel | None = None, device: str = "auto",
+    def __init__(self, model: str | Path | LoadedModel | list | None = None, device: str = "auto",
                  inference: InferenceOptions | None = None, threads: int | None = None):
+        """``model``: a bundled name, a file, a loaded model, or several of them (a list, or names/files joined by
+        commas, e.g. ``"liver-unet,liver-resunet"``): an ensemble whose probabilities are averaged and compared
+        with the mean of the members' thresholds."""
         if threads:
             torch.set_num_threads(threads)
         self.device = resolve_device(device)
-        self.model = model if isinstance(model, LoadedModel) else load_model(resolve_model_path(model), "cpu")
-        self.predictor = make_predictor(self.model, self.device, inference)
+        members = model if isinstance(model, (list, tuple)) else (
+            str(model).split(",") if isinstance(model, str) and "," in model else [model])
+        self.models = [m if isinstance(m, LoadedModel) else load_model(resolve_model_path(m), "cpu") for m in members]
+        self.model = self.models[0]
+        predictors = [make_predictor(m, self.device, inference) for m in self.models]
+        self.predictor = predictors[0] if len(predictors) == 1 else EnsemblePredictor(predictors)
+        self.name = "+".join(m.name for m in self.models)
+        self.version = "+".join(str(m.card.get("version", "")) for m in self.models)
+        self.thresholds = {k: float(np.mean([m.thresholds[k] for m in self.models])) for k in ("liver", "tumor")}
 
     def segment(self, array: np.ndarray, ijk_to_ras: np.ndarray, *, tumor: bool = True,
                 postprocessing: PostprocessConfig | None = None, progress: ProgressCallback | None = None,
@@ -81,7 +91,7 @@ class Segmenter:
 
         report(0.9, "Postprocessing")
         t = time.perf_counter()
-        th = self.model.thresholds
+        th = self.thresholds
         liver = probs.liver >= round(th["liver"] * 255)
         tumor_mask = (probs.tumor >= round(th["tumor"] * 255)) if tumor else np.zeros_like(liver)
         del probs
@@ -99,7 +109,7 @@ class Segmenter:
         stats["largest_tumor_diameter_mm"] = diameter
         report(1.0, "Done")
         return SegmentationResult(labelmap=labelmap, ijk_to_ras=np.asarray(ijk_to_ras, float), statistics=stats,
-                                  timings=timings, model=self.model.name, device=str(self.device), warnings=warnings,
+                                  timings=timings, model=self.name, device=str(self.device), warnings=warnings,
                                   roi_slices=roi, slices_run=slices_run)
 
     def segment_file(self, path: str | Path, series: str | None = None, **kwargs) -> tuple[SegmentationResult, "object"]:
@@ -143,7 +153,7 @@ def segment(image: np.ndarray | str | Path, ijk_to_ras: np.ndarray | None = None
         result, ref = seg.segment_file(image, **kwargs)
         if output is not None:
             write_labelmap(output, result.labelmap, ref, overwrite=overwrite,
-                           algorithm=Algorithm(result.model, str(seg.model.card.get("version", ""))))
+                           algorithm=Algorithm(result.model, seg.version))
         return result
     if ijk_to_ras is None:
         raise ValueError("An in-memory array needs its 4x4 ijk_to_ras matrix.")

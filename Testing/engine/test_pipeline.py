@@ -118,3 +118,21 @@ def test_test_time_augmentation_averages_scales(tiny_model_path, phantom):
     tta = Segmenter(tiny_model_path, "cpu", InferenceOptions(tta_scales=(0.8, 1.25))).segment(
         vol, m, postprocessing=PostprocessConfig(enabled=False))
     assert tta.labelmap.shape == vol.shape and tta.slices_run > plain.slices_run
+
+
+def test_an_ensemble_averages_its_members_probabilities(tiny_model_path, constant_model, phantom):
+    """Two members: a model that says "liver" everywhere (logit +20 -> p = 255/255) and one that says "nothing"
+    (-20 -> 0): the mean, 128/255, is above the 0.5 threshold (128 >= round(0.5 * 255) = 128), so every voxel is
+    liver; and an ensemble of a model with itself equals the model alone."""
+    from liverseg.inference import EnsemblePredictor
+
+    vol, _, m = phantom
+    raw = PostprocessConfig(enabled=False)
+    both = Segmenter(f"{constant_model(20.0)},{constant_model(-20.0)}", "cpu", InferenceOptions(roi=False))
+    assert isinstance(both.predictor, EnsemblePredictor) and both.name == "constant+20+constant-20"
+    result = both.segment(vol, m, postprocessing=raw, tumor=False)
+    assert (result.labelmap == 1).all() and result.model == "constant+20+constant-20"
+    alone = Segmenter(tiny_model_path, "cpu").segment(vol, m, postprocessing=raw)
+    twice = Segmenter([tiny_model_path, tiny_model_path], "cpu").segment(vol, m, postprocessing=raw)
+    np.testing.assert_array_equal(twice.labelmap, alone.labelmap)
+    assert twice.slices_run == 2 * alone.slices_run
