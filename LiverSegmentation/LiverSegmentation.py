@@ -4,10 +4,9 @@ The work is done by the ``liverseg`` engine (next to this file) in a background 
 Slicer classes only. Helpers live in ``LiverSegmentationLib/`` (parameters, process, scene, terminology, install).
 """
 
+import os
 import re
 from typing import Optional
-
-import vtk
 
 import slicer
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
@@ -27,6 +26,10 @@ except ImportError:  # older Slicer, and the headless test harness (slicer-core 
 
 from LiverSegmentationLib.parameters import DEVICE_ITEMS, SegmentationParameters
 from LiverSegmentationLib.process import JobState, SegmentationProcess, StartedJob
+
+
+CASES_FOLDER_SETTING = "LiverSegmentation/CasesFolder"  # Application settings key: the user's training cases folder
+MODEL_ATTRIBUTE = "LiverSegmentation.Model"  # on a result's segmentation node: the model that made it (provenance)
 
 
 class EditedSegmentsError(ValueError):
@@ -70,6 +73,7 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._logged = 0  # worker log lines already shown
         self._lastSegmentation = None  # the latest result, for "Edit in Segment Editor"
         self._timer = None
+        self._finetune = None  # the running FinetuneProcess, if any
 
     def setup(self) -> None:
         import qt
@@ -87,6 +91,10 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.saveStatisticsButton.connect("clicked(bool)", self.onSaveStatistics)
         self.ui.exportDicomSegButton.connect("clicked(bool)", self.onExportDicomSeg)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.addCaseButton.connect("clicked(bool)", self.onAddCase)
+        self.ui.finetuneButton.connect("clicked(bool)", self.onFinetune)
+        self.ui.casesFolderPathLineEdit.currentPath = qt.QSettings().value(CASES_FOLDER_SETTING) or ""
+        self.ui.casesFolderPathLineEdit.connect("currentPathChanged(QString)", self.onCasesFolderChanged)
         self._timer = qt.QTimer()
         self._timer.setInterval(100)
         self._timer.connect("timeout()", self._onPoll)
@@ -214,6 +222,9 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self._timer.stop()
 
     def _onPoll(self) -> None:
+        if self._finetune is not None:
+            self._pollFinetune()
+            return
         job = self._job
         state = job.process.poll()
         self._appendLog(job.process.log[self._logged:])  # worker output that is not progress: warnings, errors
@@ -237,6 +248,7 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._showStatistics(self.logic.lastStatistics)
         self.ui.editInSegmentEditorButton.enabled = True
         self.ui.saveStatisticsButton.enabled = True
+        self.ui.addCaseButton.enabled = True
         self.ui.exportDicomSegButton.enabled = self.logic.isFromDicomDatabase(slicer.mrmlScene.GetNodeByID(job.input_volume_id))
         warnings = self.logic.lastSummary.get("warnings", [])
         self._appendLog(_("Warning: {message}").format(message=w) for w in warnings)
@@ -309,6 +321,113 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._setStatus(_("DICOM SEG written: {files}").format(files=", ".join(files)))
 
 
+    # ---- my training cases -----------------------------------------------------------------------------------
+    def onCasesFolderChanged(self, path: str) -> None:
+        import qt
+
+        qt.QSettings().setValue(CASES_FOLDER_SETTING, path)
+        self._showCaseCount()
+
+    def _casesFolder(self) -> str:
+        folder = self.ui.casesFolderPathLineEdit.currentPath
+        if not folder:
+            slicer.util.errorDisplay(_("Choose a cases folder first (My training cases > Cases folder)."),
+                                     windowTitle=_("Liver Segmentation"))
+        return folder
+
+    def _showCaseCount(self) -> None:
+        from liverseg.cases import list_cases
+
+        folder = self.ui.casesFolderPathLineEdit.currentPath
+        count = len(list_cases(folder)) if folder else 0
+        self.ui.casesStatusLabel.text = _("{count} case(s) in the folder.").format(count=count) if folder else ""
+
+    def onAddCase(self) -> None:
+        segmentation = self._lastSegmentation
+        folder = self._casesFolder()
+        if segmentation is None or segmentation.GetScene() is None or not folder:
+            return
+        reference = segmentation.GetNodeReference(segmentation.GetReferenceImageGeometryReferenceRole())
+        volume = reference or self._parameterNode.inputVolume
+        from LiverSegmentationLib.scene import edited_segments
+
+        if not edited_segments(segmentation) and not slicer.util.confirmOkCancelDisplay(
+                _("The segments were not edited since the module made them. A training case teaches most when it is "
+                  "corrected first (Edit in Segment Editor). Add it anyway?"), windowTitle=_("Liver Segmentation")):
+            return
+        try:
+            path = self.logic.addTrainingCase(volume, segmentation, folder, note=self.ui.caseNoteLineEdit.text)
+        except Exception as exc:
+            slicer.util.errorDisplay(str(exc), windowTitle=_("Liver Segmentation"))
+            return
+        self._setStatus(_("Training case saved: {path}").format(path=path))
+        self._showCaseCount()
+
+    def onFinetune(self) -> None:
+        import qt
+
+        if self._finetune is not None:
+            self._finetune.cancel()
+            self._finetune = None
+            self._setFinetuning(False)
+            self._setStatus(_("Fine-tuning cancelled."))
+            return
+        folder = self._casesFolder()
+        if not folder:
+            return
+        output = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), _("Save the fine-tuned model as"),
+                                                os.path.join(folder, "my-liver-model.safetensors"),
+                                                _("Model files (*.safetensors)"))
+        if not output:
+            return
+        try:
+            self._finetune = self.logic.startFinetune(folder, self.ui.modelComboBox.currentData or "default", output)
+        except Exception as exc:
+            slicer.util.errorDisplay(str(exc), windowTitle=_("Liver Segmentation"))
+            return
+        self.ui.logTextEdit.clear()
+        self._logged = 0
+        self._setFinetuning(True)
+
+    def _setFinetuning(self, running: bool) -> None:
+        """While fine-tuning runs, its button is Cancel and segmentation waits (both would share the CPU/GPU)."""
+        self.ui.finetuneButton.text = _("Cancel fine-tuning") if running else _("Fine-tune on my cases")
+        self.ui.applyButton.enabled = not running
+        self.ui.progressBar.visible = running
+        self.ui.progressBar.value = 0
+        if running:
+            self.ui.logCollapsibleButton.collapsed = False
+            self._timer.start()
+        else:
+            self._timer.stop()
+
+    def _pollFinetune(self) -> None:
+        process = self._finetune
+        state = process.poll()
+        self._appendLog(process.log[self._logged:])
+        self._logged = len(process.log)
+        self.ui.progressBar.value = int(100 * process.progress)
+        if process.message:
+            self._setStatus(process.message)
+        if state is JobState.RUNNING:
+            return
+        self._finetune = None
+        self._setFinetuning(False)
+        try:
+            report = self.logic.finishFinetune(process)
+        except Exception as exc:
+            self._setStatus(_("Error: {reason}").format(reason=exc))
+            slicer.util.errorDisplay(str(exc), windowTitle=_("Liver Segmentation"))
+            return
+        from liverseg.cases import describe_finetune
+
+        self.ui.modelComboBox.insertItem(0, process.output, process.output)  # available now, not made the default
+        summary = describe_finetune(report)
+        self._appendLog(summary.splitlines())
+        self._setStatus(_("Fine-tuned model added to the model list: {path}").format(path=process.output))
+        slicer.util.infoDisplay(summary, windowTitle=_("Fine-tuning finished"))
+
+
 class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
     """Works without any GUI: ``process(volume, segmentation_or_None, SegmentationParameters())``."""
 
@@ -357,6 +476,15 @@ class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
             found = re.findall(r"CC BY(?:-[A-Z]{2})* \d\.\d|Apache-2\.0|MIT", " ".join(training.get("licences", [])))
             licences = ", ".join(dict.fromkeys(found)) or "licences: see the card"
             parts.append(f"Trained on {len(training['cases'])} CT scans ({licences}).")
+        finetune = card.get("finetune")
+        if finetune:
+            comparison = finetune["comparison"]
+            if comparison["verdict"] == "not compared":
+                parts.append(f"Fine-tuned from {finetune['base_model']} on {len(finetune['cases'])} case(s); not compared.")
+            else:
+                parts.append(f"Fine-tuned from {finetune['base_model']}: liver Dice on your held-out cases "
+                             f"{comparison['base_mean_liver_dice']:.3f} -> {comparison['finetuned_mean_liver_dice']:.3f} "
+                             f"({comparison['verdict']}).")
         return " ".join(parts)
 
     @staticmethod
@@ -411,8 +539,6 @@ class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
 
         An existing output whose Liver/Liver tumor segments were edited since this module wrote them is replaced
         only with ``replaceEdited=True`` (the panel asks first)."""
-        import numpy as np
-
         from LiverSegmentationLib import scene
 
         self.validateInput(inputVolumeNode, allow_non_hu=parameters.allow_non_hu)
@@ -425,10 +551,7 @@ class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
                     "changed since Liver Segmentation created it; replacing would discard those edits.")
         self._checkTransform(inputVolumeNode, outputSegmentationNode)
         array = slicer.util.arrayFromVolume(inputVolumeNode)
-        matrix = vtk.vtkMatrix4x4()
-        inputVolumeNode.GetIJKToRASMatrix(matrix)
-        ijk_to_ras = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
-        process = SegmentationProcess(array, parameters.to_job(ijk_to_ras), self.pythonExecutable)
+        process = SegmentationProcess(array, parameters.to_job(scene.ijk_to_ras(inputVolumeNode)), self.pythonExecutable)
         process.start()
         return StartedJob(process, inputVolumeNode.GetID(),
                           outputSegmentationNode.GetID() if outputSegmentationNode is not None else None, parameters)
@@ -480,6 +603,7 @@ class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
                 display.SetPreferredDisplayRepresentationName3D("Closed surface")
                 display.SetVisibility3D(True)
             scene.place_in_hierarchy(outputSegmentationNode, inputVolumeNode)
+            outputSegmentationNode.SetAttribute(MODEL_ATTRIBUTE, str(result.summary.get("model", "")))
             self.lastStatistics = scene.statistics(result.labelmap, inputVolumeNode)
             self.lastSummary = result.summary
             if self.statisticsTableNode is None or self.statisticsTableNode.GetScene() is None:
@@ -557,6 +681,49 @@ class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
         if not files:
             raise RuntimeError(_("The DICOM exporter reported success but wrote no file into {folder}.").format(folder=folder))
         return files
+
+    @staticmethod
+    def addTrainingCase(volumeNode, segmentationNode, folder: str, note: str = "") -> str:
+        """Save the CT and its "Liver"/"Liver tumor" segments as a training case (``liverseg.cases``: the layout
+        ``liverseg-train finetune`` reads; nothing is overwritten) with where it came from."""
+        import datetime
+
+        from liverseg.cases import add_case
+        from liverseg.io import ImageData
+        from LiverSegmentationLib import scene
+
+        labelmap = scene.labelmap_from_segmentation(segmentationNode, volumeNode)
+        provenance = {"source": volumeNode.GetName(), "segmentation": segmentationNode.GetName(),
+                      "model": segmentationNode.GetAttribute(MODEL_ATTRIBUTE) or "",
+                      "edited_segments": scene.edited_segments(segmentationNode), "note": note,
+                      "saved_by": "LiverSegmentation module", "date": datetime.date.today().isoformat()}
+        image = ImageData.from_array(slicer.util.arrayFromVolume(volumeNode).copy(), scene.ijk_to_ras(volumeNode))
+        return str(add_case(image, labelmap, folder, volumeNode.GetName(), provenance))
+
+    def startFinetune(self, folder: str, base: str, output: str, replay: Optional[str] = None,
+                      epochs: Optional[int] = None, samples: Optional[int] = None):
+        """Start ``liverseg-train finetune`` in the background (the module never imports training code);
+        ``epochs``/``samples`` per epoch override its default budget."""
+        from liverseg.cases import list_cases
+        from liverseg.registry import resolve_model_path
+        from LiverSegmentationLib.process import FinetuneProcess
+
+        if not list_cases(folder):
+            raise ValueError(_("{folder} has no training cases yet: segment a CT, correct it in Segment Editor, then "
+                               "click 'Add to my training cases'.").format(folder=folder))
+        if os.path.exists(output):
+            raise ValueError(_("{path} exists; choose a new file name for the fine-tuned model.").format(path=output))
+        base_path = str(resolve_model_path(None if base == "default" else base))
+        process = FinetuneProcess(base_path, folder, output, replay, self.pythonExecutable, epochs, samples)
+        process.start()
+        return process
+
+    @staticmethod
+    def finishFinetune(process) -> dict:
+        """The fine-tuned model's comparison with its base, or the process's error."""
+        if process.state is not JobState.SUCCEEDED:
+            raise RuntimeError(process.error or f"Fine-tuning {process.state.value}.")
+        return process.report()
 
     @staticmethod
     def openInSegmentEditor(segmentationNode, volumeNode) -> None:

@@ -13,6 +13,15 @@ STATISTICS_COLUMNS = [("liver_volume_ml", "Liver volume (mL)"), ("tumor_count", 
                       ("tumor_volume_ml", "Tumor volume (mL)"), ("tumor_burden_percent", "Tumor burden (%)")]
 
 
+def ijk_to_ras(volume_node) -> np.ndarray:
+    """The volume's own 4x4 IJK-to-RAS matrix (without parent transforms) as numpy."""
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
 def voxel_volume_mm3(volume_node) -> float:
     return float(np.prod(volume_node.GetSpacing()))
 
@@ -73,6 +82,21 @@ def edited_segments(segmentation_node) -> list[str]:
         if not segment.GetTag(FINGERPRINT_TAG, stored) or stored.get() != segment_fingerprint(segmentation_node, segment_id):
             edited.append(spec.name)
     return edited
+
+
+def labelmap_from_segmentation(segmentation_node, volume_node) -> np.ndarray:
+    """The "Liver" and "Liver tumor" segments as a [k, j, i] labelmap (0/1/2) on the volume's grid (tumor over
+    liver; tumor voxels count as liver too, as everywhere in the project)."""
+    import slicer
+
+    segmentation = segmentation_node.GetSegmentation()
+    labelmap = np.zeros(slicer.util.arrayFromVolume(volume_node).shape, np.uint8)
+    for spec, _ in SEGMENTS:
+        segment_id = segmentation.GetSegmentIdBySegmentName(spec.name)
+        if segment_id:
+            mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation_node, segment_id, volume_node)
+            labelmap[mask > 0] = spec.value
+    return labelmap
 
 
 def place_in_hierarchy(segmentation_node, volume_node) -> None:

@@ -66,7 +66,7 @@ class Segmenter:
         """Segment a [k, j, i] CT array in HU whose voxel-to-RAS geometry is ``ijk_to_ras`` (4x4).
 
         An empty result raises :class:`liverseg.plausibility.NoLiverFound` (never a silent empty segmentation);
-        ``require_liver=False`` returns it instead (the benchmark times phantoms). Partial coverage, a liver on the
+        ``require_liver=False`` returns it instead (the benchmark times phantoms; evaluations score an empty result 0). Partial coverage, a liver on the
         patient's left and unusual volumes come back as ``warnings``."""
         report = Reporter(progress, cancel)
         timings: dict[str, float] = {}

@@ -135,9 +135,9 @@ def render_views(volume, segmentation, labelmap: np.ndarray, output: Path, size:
     """Axial | coronal | 3D side by side in one PNG; ``labelmap`` ([k, j, i]) chooses where to cut."""
     import vtk
 
-    ijk_to_ras = vtk.vtkMatrix4x4()
-    volume.GetIJKToRASMatrix(ijk_to_ras)
-    m = np.array([[ijk_to_ras.GetElement(r, c) for c in range(4)] for r in range(4)])
+    from LiverSegmentationLib.scene import ijk_to_ras
+
+    m = ijk_to_ras(volume)
     tumor = labelmap == 2
     k = int(np.argmax(tumor.sum(axis=(1, 2)))) if tumor.any() else int(np.argmax((labelmap > 0).sum(axis=(1, 2))))
     kji = np.argwhere(labelmap > 0).mean(axis=0)

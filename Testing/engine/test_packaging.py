@@ -12,6 +12,9 @@ def _listed(cmake: str) -> set[str]:
 
 def test_module_cmakelists_lists_every_python_file_and_resource():
     listed = _listed((MODULE_DIR / "CMakeLists.txt").read_text())
+    training = {p for p in listed if p.startswith("liverseg_train/")}  # shipped from Training/ (fine-tuning)
+    listed -= training
+    assert training == {f"liverseg_train/{p.name}" for p in (REPO / "Training" / "liverseg_train").glob("*.py")}
     present = {str(p.relative_to(MODULE_DIR)) for p in MODULE_DIR.rglob("*") if p.suffix in (".py", ".ui", ".png", ".safetensors")
                and "__pycache__" not in p.parts}
     assert present - listed == set(), "missing from LiverSegmentation/CMakeLists.txt"
@@ -28,7 +31,16 @@ def test_engine_never_imports_slicer_qt_or_vtk():
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names = [node.module]
             for name in names:
-                assert name.split(".")[0] not in {"slicer", "qt", "ctk", "vtk"}, (path.name, name)
+                assert name.split(".")[0] not in {"slicer", "qt", "ctk", "vtk", "liverseg_train"}, (path.name, name)
+
+
+def test_module_never_imports_training_code():
+    """The module runs fine-tuning as a separate process; importing liverseg_train would tie the GUI to it."""
+    for path in [MODULE_DIR / "LiverSegmentation.py", *(MODULE_DIR / "LiverSegmentationLib").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            assert not any(n.split(".")[0] == "liverseg_train" for n in names), path.name
 
 
 def test_top_level_layout():

@@ -10,7 +10,8 @@ class), the module Logic, the background worker and the MRML scene. What is a ST
   ``child_widget_variables`` returns them by name (``slicer.util.childWidgetVariables``).
 - ``qt.QTimer``: records its slot; the test calls ``fire()`` instead of waiting for an event loop.
 - ``qt.QTableWidgetItem``: holds a text. ``qt.QFileDialog``: its static getters return the path the test put in
-  ``FakeFileDialog.answer`` (a file name or a folder) and record what was asked.
+  ``FakeFileDialog.answer`` (a file name or a folder) and record what was asked. ``qt.QSettings``: an in-memory
+  dict.
 - Dialogs (``slicer.util.errorDisplay``, ``confirmOkCancelDisplay``) record their messages and answer as told.
 - Selecting a module and the Segment Editor widget: a recorder of what was asked.
 Not exercised: Qt's own rendering, layouts and the parameter node's GUI binding (``connectGui`` is a no-op in
@@ -29,6 +30,7 @@ class FakeWidget:
         self.enabled = self.visible = True
         self.checked = self.collapsed = False
         self.value = 0
+        self.currentPath = ""
         self.items: list[tuple[str, object]] = []
         self.currentIndex = -1
         self.lines: list[str] = []
@@ -147,9 +149,22 @@ class FakeFileDialog:
         return cls.answer
 
 
+class FakeSettings:
+    """``qt.QSettings``: one in-memory store for the test process."""
+
+    store: dict = {}
+
+    def value(self, key, default=None):
+        return self.store.get(key, default)
+
+    def setValue(self, key, value) -> None:
+        self.store[key] = value
+
+
 def fake_qt_module() -> types.ModuleType:
     qt = types.ModuleType("qt")
     qt.QTimer = FakeTimer
+    qt.QSettings = FakeSettings
     qt.QFileDialog = FakeFileDialog
     qt.QTableWidgetItem = lambda text: types.SimpleNamespace(text=text)
     return qt

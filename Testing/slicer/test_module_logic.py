@@ -1,6 +1,7 @@
 """The module's Logic on real MRML nodes (slicer-core), headless. See harness.py for what is a stand-in."""
 import re
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -561,3 +562,73 @@ def test_dicom_seg_export_goes_through_slicers_exporter_for_dicom_cts_only(scene
         logic.exportDicomSeg(seg, volume, str(tmp_path / "o2"), plugin=_RecordingSegExporter(error="no frames"))
     with pytest.raises(RuntimeError, match="wrote no file"):
         logic.exportDicomSeg(seg, volume, str(tmp_path / "o3"), plugin=_RecordingSegExporter(write=False))
+
+
+def test_add_training_case_saves_the_corrected_segments_with_provenance(scene, headless, phantom, tmp_path):
+    import json
+
+    from liverseg.cases import list_cases
+    from liverseg.io import read_image
+
+    from LiverSegmentation import MODEL_ATTRIBUTE
+
+    volume, seg, lab = _phantom_segmentation(scene, phantom)
+    seg.SetAttribute(MODEL_ATTRIBUTE, "liver-unet")
+    logic = headless.LiverSegmentationLogic()
+    # the user removes the tumor from the liver segment's top slice, as an edit in Segment Editor would
+    liver_id = seg.GetSegmentation().GetSegmentIdBySegmentName("Liver")
+    edited = (lab >= 1).astype(np.uint8)
+    top = np.nonzero(edited.any(axis=(1, 2)))[0].max()
+    edited[top] = 0
+    slicer.util.updateSegmentBinaryLabelmapFromArray(edited, seg, liver_id, volume)
+    path = Path(logic.addTrainingCase(volume, seg, str(tmp_path), note="removed the top slice"))
+    assert list_cases(tmp_path) == [path.name[: -len("_image.nii.gz")]]
+    expected = np.where(lab == 2, 2, edited).astype(np.uint8)
+    np.testing.assert_array_equal(read_image(str(path).replace("_image", "_label")).array, expected)
+    np.testing.assert_array_equal(read_image(path).array, slicer.util.arrayFromVolume(volume))
+    meta = json.loads(Path(str(path).replace("_image.nii.gz", "_meta.json")).read_text())
+    assert meta["model"] == "liver-unet" and meta["edited_segments"] == ["Liver"] and meta["note"] == "removed the top slice"
+    logic.addTrainingCase(volume, seg, str(tmp_path))
+    assert len(list_cases(tmp_path)) == 2  # a second save is a new case, never an overwrite
+
+
+@pytest.mark.slow
+def test_finetune_runs_in_the_background_and_its_model_loads_with_the_comparison(scene, headless, phantom,
+                                                                                   tiny_model_path, tmp_path):
+    from liverseg.benchmark import phantom_ijk_to_ras, synthetic_case
+    from liverseg.cases import add_case
+    from liverseg.io import ImageData
+    from LiverSegmentationLib.process import JobState
+
+    logic = headless.LiverSegmentationLogic()
+    with pytest.raises(ValueError, match="no training cases"):
+        logic.startFinetune(str(tmp_path), str(tiny_model_path), str(tmp_path / "m.safetensors"))
+    for seed in (1, 2):
+        vol, lab = synthetic_case((24, 96, 96), (5.0, 3.0, 3.0), seed=seed, tumors=1)
+        add_case(ImageData.from_array(vol, phantom_ijk_to_ras((5.0, 3.0, 3.0))), lab.astype(np.uint8), tmp_path,
+                 f"case{seed}", {})
+    process = logic.startFinetune(str(tmp_path), str(tiny_model_path), str(tmp_path / "m.safetensors"), epochs=1,
+                                  samples=8)
+    assert process.wait(300) is JobState.SUCCEEDED, process.error
+    assert process.progress == 1.0 and process.message.startswith("Done")
+    report = logic.finishFinetune(process)
+    assert report["comparison"]["method"] == "leave-one-case-out" and len(report["comparison"]["cases"]) == 2
+    summary = logic.modelSummary(str(tmp_path / "m.safetensors"))
+    assert "Fine-tuned from tiny-test" in summary and report["comparison"]["verdict"] in summary
+    # the new model runs in the module like any model file (a 2-case, 1-epoch model may find nothing: then it says so)
+    from LiverSegmentationLib.parameters import SegmentationParameters
+
+    vol, _, m = phantom
+    try:
+        node = logic.process(add_volume(scene, vol, m), None,
+                             SegmentationParameters(model=str(tmp_path / "m.safetensors"), postprocessing=False))
+        assert node.GetSegmentation().GetSegmentIdBySegmentName("Liver")
+    except RuntimeError as exc:
+        assert "No liver was found" in str(exc)
+    # cancel stops the whole process tree and writes no model
+    process = logic.startFinetune(str(tmp_path), str(tiny_model_path), str(tmp_path / "c.safetensors"), epochs=50)
+    time.sleep(3)
+    process.cancel()
+    assert process.state is JobState.CANCELLED and not (tmp_path / "c.safetensors").exists()
+    with pytest.raises(RuntimeError, match="cancelled"):
+        logic.finishFinetune(process)

@@ -1,7 +1,9 @@
-"""``liverseg-train``: prepare -> split -> train -> evaluate -> export. Each step has --help."""
+"""``liverseg-train``: prepare -> split -> train -> evaluate -> export, and add-case -> finetune for a user's own
+corrected cases. Each step has --help."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -154,6 +156,41 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_add_case(args) -> int:
+    import numpy as np
+
+    from liverseg.cases import add_case
+    from liverseg.io import read_image, read_labelmap
+
+    image, seg = read_image(args.ct, series=args.series), read_labelmap(args.segmentation)
+    if seg.array.shape != image.array.shape or not np.allclose(seg.ijk_to_ras, image.ijk_to_ras, atol=1e-3):
+        raise ValueError(f"{args.segmentation} is not on the grid of {args.ct} (size or geometry differ); export the "
+                         "segmentation with the CT as reference.")
+    provenance = {"source": str(args.ct), "segmentation": str(args.segmentation), "model": args.model or "",
+                  "note": args.note or "", "edited_segments": args.edited or []}
+    print(add_case(image, seg.array.astype(np.uint8), args.to, args.name or Path(args.ct).name.split(".")[0], provenance))
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from liverseg.cases import describe_finetune
+
+    from .finetune import Budget, finetune
+
+    budget = Budget.for_device(args.device != "cpu" and __import__("torch").cuda.is_available())
+    budget = dataclasses.replace(budget, **{k: v for k, v in (("epochs", args.epochs), ("samples_per_epoch", args.samples),
+                                                              ("threads", args.threads)) if v})
+    def progress_line(fraction: float, message: str) -> None:  # the Slicer module reads these, like the worker's
+        print(f"PROGRESS {fraction:.4f} {message}", flush=True)
+
+    progress = progress_line if args.progress_lines else None
+    report = finetune(args.base, args.data, args.output, replay=args.replay, replay_fraction=args.replay_fraction,
+                      budget=budget, name=args.name, device=args.device, progress=progress)
+    print(describe_finetune(report))
+    print(f"model: {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="liverseg-train", description="Train liverseg models on public liver CT datasets.")
     p.add_argument("--debug", action="store_true")
@@ -218,6 +255,32 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--name")
     ex.add_argument("--version")
     ex.set_defaults(func=cmd_export)
+
+    ac = sub.add_parser("add-case", help="add a CT and its corrected segmentation to a folder of your own training cases")
+    ac.add_argument("ct", metavar="CT", help="CT file or DICOM folder")
+    ac.add_argument("segmentation", metavar="SEG", help="labelmap (0/1/2) or .seg.nrrd on the CT's grid")
+    ac.add_argument("--to", required=True, metavar="DIR", help="the cases folder (created if needed; nothing in it is overwritten)")
+    ac.add_argument("--name", help="case name (default: the CT's file name); a number is added if it exists")
+    ac.add_argument("--note", help="free text kept in the case's meta file")
+    ac.add_argument("--model", help="the model whose result was corrected (provenance)")
+    ac.add_argument("--edited", nargs="*", help="which segments were edited (provenance)")
+    ac.add_argument("--series", help="DICOM folder with several series: the SeriesInstanceUID")
+    ac.set_defaults(func=cmd_add_case)
+
+    ft = sub.add_parser("finetune", help="fine-tune a model on your cases; compares it with the base on held-out cases")
+    ft.add_argument("--base", default="liver-unet", help="bundled model name or model file (default liver-unet)")
+    ft.add_argument("--data", required=True, metavar="DIR", help="your cases folder (add-case / the module)")
+    ft.add_argument("--output", required=True, help="the new model file (.safetensors); work files go to OUTPUT.work/")
+    ft.add_argument("--replay", metavar="DIR", help="a folder of original-distribution cases (same layout) mixed in so "
+                    "that the model does not forget (recommended)")
+    ft.add_argument("--replay-fraction", type=float, default=0.5, help="share of samples from --replay (default 0.5)")
+    ft.add_argument("--name", help="model name (default: the output file's name)")
+    ft.add_argument("--epochs", type=int, help="epochs per run (default 20 on CPU, 60 on GPU)")
+    ft.add_argument("--samples", type=int, help="samples per epoch (default 128 on CPU, 512 on GPU)")
+    ft.add_argument("--threads", type=int, default=0)
+    ft.add_argument("--device", default="auto", help="for the comparison's inference (training uses the GPU if any)")
+    ft.add_argument("--progress-lines", action="store_true", help=argparse.SUPPRESS)
+    ft.set_defaults(func=cmd_finetune)
     return p
 
 

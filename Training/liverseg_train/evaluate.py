@@ -50,7 +50,7 @@ def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Pa
         if crop_margin_mm is not None:
             image, label = crop_to_label(image, label, crop_margin_mm)
         t0 = time.perf_counter()
-        result = segmenter.segment(image.array, image.ijk_to_ras, tumor=tumor)
+        result = segmenter.segment(image.array, image.ijk_to_ras, tumor=tumor, require_liver=False)  # empty scores 0
         seconds = time.perf_counter() - t0
         spacing = tuple(reversed(image.spacing))
         has_tumor_label = bool((label == 2).any())

@@ -29,6 +29,7 @@ from .prepare import load_prepared
 from .synthetic_tumors import TumorSynthesisConfig, insert_look_alikes, insert_tumors
 
 log = logging.getLogger("liverseg.train")
+REPLAY_PREFIX = "replay:"  # case ids of the replay folder, so that they never clash with the user's
 
 
 @dataclass
@@ -71,6 +72,12 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     time_limit_minutes: float = 0.0  # stop cleanly (checkpoint saved) after this long; resume later. 0: none
     version: str = "0.1.0"
+    # Fine-tuning (see finetune.py): start from this model file's weights instead of random ones, and mix in the
+    # cases of a second prepared folder ("replay" of the original training distribution, so that a model tuned on a
+    # few user cases does not forget) for this share of the samples.
+    init_from: str = ""
+    replay_data: str = ""
+    replay_fraction: float = 0.5
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -107,7 +114,11 @@ class SliceSampler:
             if len(ys):
                 self.liver_boxes[c] = (ys.min(), ys.max() + 1, xs.min(), xs.max() + 1)
         sizes = np.array([a["image"].shape[0] for a in self.arrays.values()], float)
-        self.case_p = np.sqrt(sizes) / np.sqrt(sizes).sum()  # thin slabs still get seen, big cases do not dominate
+        p = np.sqrt(sizes)  # thin slabs still get seen, big cases do not dominate
+        replay = np.array([c.startswith(REPLAY_PREFIX) for c in self.cases])
+        if replay.any() and not replay.all():  # the replay cases together get replay_fraction of the samples
+            p = np.where(replay, cfg.replay_fraction * p / p[replay].sum(), (1 - cfg.replay_fraction) * p / p[~replay].sum())
+        self.case_p = p / p.sum()
 
     def _sample(self) -> tuple[np.ndarray, np.ndarray]:
         cid = self.cases[self.rng.choice(len(self.cases), p=self.case_p)]
@@ -274,6 +285,19 @@ def validate(network: torch.nn.Module, card: dict, arrays: dict[str, dict], case
 
 
 # ---- loop ----------------------------------------------------------------------------------------------------
+def init_weights(network: torch.nn.Module, model: str) -> None:
+    """Copy a model file's weights into ``network`` (same architecture and sizes, else a clear error)."""
+    from liverseg.modelfile import load_model
+    from liverseg.registry import resolve_model_path
+
+    base = load_model(resolve_model_path(model), "cpu")
+    try:
+        network.load_state_dict(base.network.state_dict())
+    except RuntimeError as exc:
+        raise ValueError(f"{model} does not match the network being trained ({str(exc).splitlines()[0]}); use the base "
+                         "model's architecture, base_channels and depth.") from exc
+
+
 def _dist_info() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
@@ -339,6 +363,13 @@ def train(cfg: TrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     manifest, arrays = load_prepared(cfg.data)
     spec = PreprocessingSpec.from_dict(manifest["preprocessing"])
+    if cfg.replay_data:
+        replay_manifest, replay_arrays = load_prepared(cfg.replay_data)
+        if replay_manifest["preprocessing"] != manifest["preprocessing"]:
+            raise ValueError(f"{cfg.replay_data} was prepared with other preprocessing than {cfg.data}; prepare both "
+                             "with the model's preprocessing.")
+        arrays.update({REPLAY_PREFIX + c: a for c, a in replay_arrays.items()})
+        manifest["cases"].update({REPLAY_PREFIX + c: info for c, info in replay_manifest["cases"].items()})
     volumetric = cfg.architecture in VOLUMETRIC
     if not volumetric and cfg.context_spacing_mm:
         spec = dataclasses.replace(spec, context_spacing_mm=cfg.context_spacing_mm)
@@ -346,13 +377,17 @@ def train(cfg: TrainConfig) -> Path:
         spec = dataclasses.replace(spec, context_slices=0, size_multiple=2 ** cfg.depth,
                                    slice_spacing_mm=cfg.slice_spacing_mm, patch_size=tuple(cfg.patch_size))
     excluded = set(cfg.val_cases) | set(cfg.test_cases)
-    train_cases = cfg.train_cases or [c for c in arrays if c not in excluded]
+    own = [c for c in arrays if not c.startswith(REPLAY_PREFIX)]
+    train_cases = (cfg.train_cases or [c for c in own if c not in excluded]) + [c for c in arrays if c not in own]
     if excluded & set(train_cases):
         raise ValueError(f"Cases {sorted(excluded & set(train_cases))} are both in training and validation/test.")
     if not train_cases:
         raise ValueError("No training cases left; check train_cases/val_cases/test_cases.")
     card = card_for(cfg, spec, manifest, train_cases)
-    network = build_network(cfg.architecture, card["network"]).to(device)
+    network = build_network(cfg.architecture, card["network"])
+    if cfg.init_from:
+        init_weights(network, cfg.init_from)
+    network = network.to(device)
     model = torch.nn.parallel.DistributedDataParallel(network) if distributed else network
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, cfg.samples_per_epoch // (cfg.batch_size * world))
