@@ -506,9 +506,10 @@ class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
         worker's start-up."""
         from liverseg.devices import resolve_device
         from liverseg.modelfile import read_card
-        from liverseg.registry import resolve_model_path
+        from liverseg.registry import model_members, resolve_model_path
 
-        read_card(resolve_model_path(parameters.model))
+        for member in model_members(parameters.model):
+            read_card(resolve_model_path(member))
         resolve_device(parameters.device)
 
     @staticmethod

@@ -18,7 +18,7 @@ from .orientation import canonical_transform, from_canonical, to_canonical, voxe
 from .plausibility import check_result
 from .postprocess import PostprocessConfig, postprocess, to_labelmap
 from .progress import CancelToken, ProgressCallback, Reporter
-from .registry import resolve_model_path
+from .registry import model_members, resolve_model_path
 
 log = logging.getLogger("liverseg")
 
@@ -49,9 +49,8 @@ class Segmenter:
         if threads:
             torch.set_num_threads(threads)
         self.device = resolve_device(device)
-        members = model if isinstance(model, (list, tuple)) else (
-            str(model).split(",") if isinstance(model, str) and "," in model else [model])
-        self.models = [m if isinstance(m, LoadedModel) else load_model(resolve_model_path(m), "cpu") for m in members]
+        self.models = [m if isinstance(m, LoadedModel) else load_model(resolve_model_path(m), "cpu")
+                       for m in model_members(model)]
         self.model = self.models[0]
         predictors = [make_predictor(m, self.device, inference) for m in self.models]
         self.predictor = predictors[0] if len(predictors) == 1 else EnsemblePredictor(predictors)

@@ -28,6 +28,16 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
 DEFAULT_MODEL = "liver-unet"  # won leave-one-case-out on both expert-labelled cases (README, Models)
 
 
+def model_members(model) -> list:
+    """The members of a model choice: several bundled names/files joined by commas (an ensemble, e.g.
+    ``"liver-unet,liver-resunet"``) or a list of them; anything else is a single member."""
+    if isinstance(model, (list, tuple)):
+        return list(model)
+    if isinstance(model, str) and "," in model:
+        return [m.strip() for m in model.split(",") if m.strip()]
+    return [model]
+
+
 def resolve_model_path(name_or_path: str | Path | None) -> Path:
     """A bundled model's name (or ``default``/None) or a path to a model file -> the file's path."""
     from .modelfile import ModelFileError
