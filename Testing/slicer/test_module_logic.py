@@ -469,6 +469,20 @@ def test_widget_apply_progress_finish_edit_and_cancel(scene, headless, sample_ar
     assert errors == [] and "Statistics saved" in ui.statusLabel.text
     assert Path(qt_standins.FakeFileDialog.answer).read_text().startswith('"Liver volume (mL)"')
 
+    # My training cases: the folder is remembered; an unedited result is saved only after a yes
+    asked = []
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", lambda text, **kw: asked.append(text) or len(asked) > 1,
+                        raising=False)
+    cases = Path(tempfile.mkdtemp())
+    ui.casesFolderPathLineEdit.currentPath = str(cases)
+    ui.casesFolderPathLineEdit.emit("currentPathChanged(QString)", str(cases))
+    assert qt_standins.FakeSettings().value("LiverSegmentation/CasesFolder") == str(cases)
+    assert ui.addCaseButton.enabled
+    ui.addCaseButton.emit("clicked(bool)", False)  # "not edited: add anyway?" -> Cancel
+    assert len(asked) == 1 and "not edited" in asked[0] and not list(cases.iterdir())
+    ui.addCaseButton.emit("clicked(bool)", False)  # -> OK
+    assert errors == [] and len(list(cases.glob("*_image.nii.gz"))) == 1 and "1 case(s)" in ui.casesStatusLabel.text
+
     before = _segmentation_nodes(scene)
     ui.applyButton.emit("clicked(bool)", False)
     ui.applyButton.emit("clicked(bool)", False)  # the same button is Cancel now
