@@ -111,3 +111,23 @@ def test_bundled_model_writes_a_voxel_exact_dicom_seg_of_the_shared_series(tmp_p
     ds = pydicom.dcmread(tmp_path / "chaos.dcm")
     assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == pydicom.dcmread(image.source_files[0]).SeriesInstanceUID
     assert int(ds.NumberOfFrames) == int(sum(m.any(axis=(1, 2)).sum() for m in np.moveaxis(back, -1, 0)))
+
+
+def test_folder_batch_with_format_dcm_writes_seg_for_dicom_and_reports_nifti(tmp_path, phantom, constant_model, capsys):
+    import csv
+
+    import SimpleITK as sitk
+
+    study = tmp_path / "study"
+    write_dicom_series(study / "patient1" / "ct", phantom[0][:10])
+    img = sitk.GetImageFromArray(phantom[0])
+    img.SetSpacing((3.0, 3.0, 5.0))
+    sitk.WriteImage(img, str(study / "patient2.nii.gz"))
+    code = main(["segment", "--input-dir", str(study), "-o", str(tmp_path / "out"), "--format", "dcm", "-q",
+                 "--model", str(constant_model(20.0)), "--stats", str(tmp_path / "stats.csv")])
+    err = capsys.readouterr().err
+    assert code == 1 and "patient2.nii.gz" in err and "needs a DICOM series" in err
+    seg = tmp_path / "out" / "patient1" / "ct_liverseg.dcm"
+    assert pydicom.dcmread(seg).Modality == "SEG"
+    rows = list(csv.DictReader((tmp_path / "stats.csv").open()))
+    assert {r["input"].split("/")[-1]: r["ok"] for r in rows} == {"ct": "True", "patient2.nii.gz": "False"}
