@@ -197,8 +197,7 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                     return
                 self._job = self.logic.start(p.inputVolume, p.outputSegmentation, self.currentParameters(), replaceEdited=True)
         except Exception as exc:
-            self._setStatus(_("Error: {reason}").format(reason=exc))
-            slicer.util.errorDisplay(str(exc), windowTitle=_("Liver Segmentation"))
+            self._showError(exc)
             return
         self.ui.logTextEdit.clear()
         self._logged = 0
@@ -226,21 +225,14 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self._pollFinetune()
             return
         job = self._job
-        state = job.process.poll()
-        self._appendLog(job.process.log[self._logged:])  # worker output that is not progress: warnings, errors
-        self._logged = len(job.process.log)
-        self.ui.progressBar.value = int(100 * job.process.progress)
-        if job.process.message:
-            self._setStatus(job.process.message)
-        if state is JobState.RUNNING:
+        if self._follow(job.process) is JobState.RUNNING:
             return
         self._job = None
         self._setRunning(False)
         try:
             segmentation = self.logic.finish(job)
         except Exception as exc:
-            self._setStatus(_("Error: {reason}").format(reason=exc))
-            slicer.util.errorDisplay(str(exc), windowTitle=_("Liver Segmentation"))
+            self._showError(exc)
             return
         # The output selector keeps the user's choice ("Create new segmentation" by default), so the next Apply
         # never replaces this result, or the user's edits of it, unless the user selects it.
@@ -257,6 +249,20 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.ui.logCollapsibleButton.collapsed = False
         self._setStatus(_("Done in {seconds:.1f} s on {device}.").format(
             seconds=job.wall_seconds, device=self.logic.lastSummary.get("device")) + note)
+
+    def _follow(self, process) -> "JobState":
+        """Show a background process's new output (warnings, errors), progress and message; return its state."""
+        state = process.poll()
+        self._appendLog(process.log[self._logged:])
+        self._logged = len(process.log)
+        self.ui.progressBar.value = int(100 * process.progress)
+        if process.message:
+            self._setStatus(process.message)
+        return state
+
+    def _showError(self, exc: Exception) -> None:
+        self._setStatus(_("Error: {reason}").format(reason=exc))
+        slicer.util.errorDisplay(str(exc), windowTitle=_("Liver Segmentation"))
 
     def _cancelJob(self) -> None:
         if self._job is not None:
@@ -403,21 +409,14 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def _pollFinetune(self) -> None:
         process = self._finetune
-        state = process.poll()
-        self._appendLog(process.log[self._logged:])
-        self._logged = len(process.log)
-        self.ui.progressBar.value = int(100 * process.progress)
-        if process.message:
-            self._setStatus(process.message)
-        if state is JobState.RUNNING:
+        if self._follow(process) is JobState.RUNNING:
             return
         self._finetune = None
         self._setFinetuning(False)
         try:
             report = self.logic.finishFinetune(process)
         except Exception as exc:
-            self._setStatus(_("Error: {reason}").format(reason=exc))
-            slicer.util.errorDisplay(str(exc), windowTitle=_("Liver Segmentation"))
+            self._showError(exc)
             return
         from liverseg.cases import describe_finetune
 
