@@ -138,16 +138,12 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     # ---- model and device choices ------------------------------------------------------------------------------
     def _populateModels(self) -> None:
-        from liverseg.registry import BUNDLED_ENSEMBLES, DEFAULT_MODEL, available_models, model_members
+        from liverseg.registry import DEFAULT_MODEL, available_models
 
         self.ui.modelComboBox.clear()
-        names = {model.name for model in available_models()}
         for model in available_models():
             label = f"{model.name} (default)" if model.name == DEFAULT_MODEL else model.name
             self.ui.modelComboBox.addItem(label, model.name)
-        for members, label in BUNDLED_ENSEMBLES.items():
-            if set(model_members(members)) <= names:
-                self.ui.modelComboBox.addItem(label, members)
         self.ui.modelComboBox.addItem(self.LOAD_FILE_ITEM, "")
         self.onModelChanged(0)
 
@@ -462,13 +458,8 @@ class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
         """One plain line under the model selector: what it segments, the accuracy to expect on CT it never saw,
         its training data and licence (the full card is the tooltip, ``modelCard``)."""
         from liverseg.modelfile import read_card
-        from liverseg.registry import model_members, resolve_model_path
+        from liverseg.registry import resolve_model_path
 
-        members = model_members(model)
-        if len(members) > 1:
-            summaries = [LiverSegmentationLogic.modelSummary(m).split(":")[0] for m in members]
-            return (f"Ensemble of {' and '.join(summaries)}: their probabilities are averaged; about "
-                    f"{len(members)}x the time of one model. See the README for what it gains.")
         try:
             card = read_card(resolve_model_path(model))
         except Exception as exc:
@@ -501,10 +492,10 @@ class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
         import json
 
         from liverseg.modelfile import read_card
-        from liverseg.registry import model_members, resolve_model_path
+        from liverseg.registry import resolve_model_path
 
         try:
-            return "\n\n".join(json.dumps(read_card(resolve_model_path(m)), indent=1) for m in model_members(model))
+            return json.dumps(read_card(resolve_model_path(model)), indent=1)
         except Exception as exc:
             return str(exc)
 

@@ -25,8 +25,6 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
         BundledModel("liver-resunet", "liver-resunet.safetensors", "2.5D residual U-Net, liver + liver tumor"),
     ]
 }
-# Ensembles offered by name in the Slicer module (the CLI/API take any comma-joined list): value -> label.
-BUNDLED_ENSEMBLES = {"liver-unet,liver-resunet": "liver-unet + liver-resunet (ensemble, about 2x the time)"}
 DEFAULT_MODEL = "liver-unet"  # won leave-one-case-out on both expert-labelled cases (README, Models)
 
 

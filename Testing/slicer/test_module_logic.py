@@ -378,9 +378,6 @@ def test_model_line_is_plain_and_the_card_is_one_hover_away(headless):
     assert "LOCO" not in line and "_" not in line.split(":", 1)[1] and len(line) < 220, line
     assert '"architecture"' in logic.modelCard("default")
     assert logic.modelSummary("no-such-model").startswith("Model unavailable")
-    ensemble = logic.modelSummary("liver-unet,liver-resunet")
-    assert ensemble.startswith("Ensemble of liver-unet 2.0.0 and liver-resunet") and "2x the time" in ensemble, ensemble
-    assert logic.modelCard("liver-unet,liver-resunet").count('"format_version"') == 2
 
 
 def test_segment_terminology_is_found_by_lookup_in_a_loaded_context(headless):
@@ -439,7 +436,6 @@ def test_widget_apply_progress_finish_edit_and_cancel(scene, headless, sample_ar
     widget.setup()
     ui = widget.ui
     assert ui.modelComboBox.currentData == "liver-unet" and "never saw" in ui.modelInfoLabel.text
-    assert "liver-unet,liver-resunet" in [data for _, data in ui.modelComboBox.items]  # the ensemble is offered
     assert '"architecture"' in ui.modelInfoLabel.toolTip
     assert widget._parameterNode.inputVolume.GetID() == volume.GetID()
 
