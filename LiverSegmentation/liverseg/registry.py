@@ -25,7 +25,7 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
         BundledModel("liver-resunet", "liver-resunet.safetensors", "2.5D residual U-Net, liver + liver tumor"),
     ]
 }
-DEFAULT_MODEL = "liver-unet"  # won leave-one-case-out on both expert-labelled cases (README, Models)
+DEFAULT_MODEL = "liver-unet"  # best leave-one-case-out mean among the models that pass the hard-negative test (README)
 
 
 def model_members(model) -> list:

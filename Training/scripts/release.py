@@ -48,6 +48,7 @@ def main() -> None:
     p.add_argument("--loco", action="append", help="HELD_OUT_CASE=metrics.json of the model trained without it")
     p.add_argument("--loco-crop", action="append", help="same, evaluated on a liver bounding-box crop")
     p.add_argument("--sample", required=True, help="metrics.json of this model on the public sample LiTS 117")
+    p.add_argument("--limitation", action="append", default=[], help="a model-specific limitation for the card")
     p.add_argument("-o", "--output", required=True)
     args = p.parse_args()
 
@@ -76,7 +77,7 @@ def main() -> None:
                  "voxel size is estimated (1.1 x 1.1 x 1.35 mm).",
     }
     out = export_model(args.run, args.output, metrics, name=args.name, version=args.version,
-                       extra_card={"limitations": LIMITATIONS})
+                       extra_card={"limitations": LIMITATIONS + args.limitation})
     print(out)
 
 
