@@ -89,7 +89,8 @@ def test_liver_finding_shortcut_agrees_with_the_full_pass():
 def test_default_model_never_reports_a_partial_or_mirrored_scan_as_plain_success():
     """A slab that cuts through the liver is reported as partial; the same CT with its left-right axis mirrored in
     the header (the anatomy now appears on the wrong side) gives a warning or an error, never a plain result
-    (measured: the model then labels a 173 mL structure, presumably the spleen, and the volume rule flags it)."""
+    (measured: the model then labels a 173 mL organ on the true left, 124 HU, outside the liver: the spleen; the volume
+    rule flags it)."""
     from liverseg import NoLiverFound, Segmenter
 
     img_path, _ = shared_case("amos_0001_slab")
