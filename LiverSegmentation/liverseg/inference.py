@@ -109,6 +109,20 @@ class SlicePredictor:
         return torch.cat(outs)
 
     # ---- public --------------------------------------------------------------------------------------------
+    def coarse_liver_area_mm2(self, volume_hu: np.ndarray, spacing: tuple[float, float, float]) -> float:
+        """Liver area (mm^2) the network finds on evenly spaced full slices of a canonical HU volume, as in the
+        coarse pass: a cheap probe of how much liver it sees (used to notice a left-right mirrored header). Only the
+        probed slices and their neighbours are preprocessed."""
+        n_z = volume_hu.shape[0]
+        step = max(1, int(round(self.options.coarse_step_mm / spacing[0])))
+        ctx = context_indices(np.arange(step // 2, n_z, step), n_z, self.spec.context_slices,
+                              self.spec.context_stride(spacing[0]))
+        needed, position = np.unique(ctx, return_inverse=True)
+        pre = self.preprocess(volume_hu[needed], spacing[1:])
+        x, (h, w) = pad_to_multiple(pre[torch.as_tensor(position.reshape(ctx.shape))], self.spec.size_multiple)
+        liver = self._forward_batched(x)[:, 0, :h, :w]
+        return float((liver > self.model.thresholds["liver"]).sum()) * self.spec.spacing_mm ** 2
+
     def _infer(self, pre: torch.Tensor, dz: float, report: Reporter):
         """Coarse pass (find the liver) then fine pass (every slice of the liver's extent, cropped in-plane)."""
         n_z, h, w = pre.shape

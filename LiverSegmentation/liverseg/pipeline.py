@@ -15,7 +15,7 @@ from .inference import EnsemblePredictor, InferenceOptions, make_predictor
 from .metrics import labelmap_statistics, longest_axial_diameter_mm
 from .modelfile import LoadedModel, load_model
 from .orientation import canonical_transform, from_canonical, to_canonical, voxel_spacing
-from .plausibility import check_result
+from .plausibility import check_result, mirror_warning
 from .postprocess import PostprocessConfig, postprocess, to_labelmap
 from .progress import CancelToken, ProgressCallback, Reporter
 from .registry import model_members, resolve_model_path
@@ -97,7 +97,13 @@ class Segmenter:
         liver, tumor_mask = postprocess(liver, tumor_mask, transform.spacing, postprocessing, image_hu=canonical)
         report.check()
         if liver.any() or require_liver:
-            for w in check_result(liver, canonical, transform.spacing):  # raises NoLiverFound for an empty result
+            checks = check_result(liver, canonical, transform.spacing)  # raises NoLiverFound for an empty result
+            probe = getattr(self.predictor, "predictors", [self.predictor])[0]  # an ensemble: its first member
+            if not probe.spec.volumetric:
+                mirrored = np.ascontiguousarray(canonical[:, :, ::-1])
+                checks.append(mirror_warning(probe.coarse_liver_area_mm2(canonical, transform.spacing),
+                                             probe.coarse_liver_area_mm2(mirrored, transform.spacing)))
+            for w in filter(None, checks):
                 log.warning(w)
                 warnings.append(w)
         diameter = longest_axial_diameter_mm(tumor_mask, transform.spacing[1:])

@@ -3,7 +3,7 @@ is an error, a liver cut by the scan's edge or on the patient's left is reported
 import numpy as np
 import pytest
 
-from liverseg.plausibility import NoLiverFound, check_result
+from liverseg.plausibility import MIRROR_RATIO, NoLiverFound, check_result, mirror_warning
 
 SPACING = (2.0, 1.0, 1.0)  # canonical: slices inferior->superior, rows anterior->posterior, columns right->left
 
@@ -65,3 +65,10 @@ def test_cli_reports_an_empty_result_as_an_error_and_writes_nothing(tmp_path, ph
     code = main(["segment", str(ct), "-o", str(tmp_path / "seg.nii.gz"), "--model", str(constant_model(-20.0)), "-q"])
     assert code == 1 and "No liver was found" in capsys.readouterr().err
     assert not (tmp_path / "seg.nii.gz").exists()
+
+
+def test_mirror_warning_needs_clearly_more_liver_in_the_mirrored_image():
+    assert mirror_warning(10000.0, 3000.0) is None
+    assert mirror_warning(10000.0, 10000.0 * MIRROR_RATIO * 0.99) is None
+    assert "left-right" in mirror_warning(3000.0, 10000.0)
+    assert mirror_warning(0.0, 500.0) is not None  # nothing as given, liver when mirrored

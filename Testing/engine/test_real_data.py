@@ -33,6 +33,7 @@ def test_default_model_finds_the_liver_on_real_ct_in_every_stored_orientation():
         image, label = read_image(img_path), read_image(lab_path).array
         result = seg.segment(image.array, image.ijk_to_ras)
         assert dice(result.labelmap >= 1, label >= 1) > 0.8, name
+        assert not any("mirrored" in w for w in result.warnings), (name, result.warnings)
 
 
 @pytest.mark.slow
@@ -104,4 +105,5 @@ def test_default_model_never_reports_a_partial_or_mirrored_scan_as_plain_success
         result = seg.segment(image.array, mirrored)
     except NoLiverFound:
         return
-    assert any("left side" in w or "unusual" in w for w in result.warnings), result.warnings
+    assert any("mirrored left-right" in w for w in result.warnings), result.warnings
+    assert any("unusual" in w for w in result.warnings), result.warnings
