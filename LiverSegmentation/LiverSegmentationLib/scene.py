@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from liverseg.labels import segment_mask
 from liverseg.metrics import labelmap_statistics
 
 from .terminology import SEGMENTS
@@ -42,8 +43,7 @@ def fill_segmentation(segmentation_node, volume_node, labelmap: np.ndarray, incl
             segmentation.RemoveSegment(old)
         if spec.value != 1 and not include_tumor:
             continue
-        # LiTS convention: the liver segment covers tumors too; the tumor segment overlaps it.
-        mask = (labelmap >= spec.value) if spec.value == 1 else (labelmap == spec.value)
+        mask = segment_mask(labelmap, spec)
         segment_id = segmentation.AddEmptySegment(spec.name.replace(" ", "_"), spec.name, spec.color_float)
         slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), segmentation_node, segment_id, volume_node)
         segment = segmentation.GetSegment(segment_id)

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import __version__
 from .checks import InputError
-from .labels import LABELS, LIVER, CodedConcept
+from .labels import LABELS, CodedConcept, segment_mask
 from .outputs import OutputError, write_atomic
 
 SUFFIX = ".dcm"
@@ -80,8 +80,7 @@ def load_sources(source_files: tuple[str, ...]) -> list:
 
 def segment_masks(labelmap: np.ndarray) -> np.ndarray:
     """[k, j, i] labelmap -> [k, j, i, segment] binary masks in label-table order (Liver includes the tumors)."""
-    return np.stack([labelmap >= spec.value if spec.value == LIVER else labelmap == spec.value
-                     for spec in LABELS.values()], axis=-1).astype(np.uint8)
+    return np.stack([segment_mask(labelmap, spec) for spec in LABELS.values()], axis=-1).astype(np.uint8)
 
 
 def _code(hd, concept: CodedConcept):

@@ -20,7 +20,7 @@ from .checks import InputError, check_memory
 from .dicom import list_series, read_dicom_series
 from .dicomseg import SUFFIX as SEG_SUFFIX
 from .dicomseg import Algorithm, load_sources, write_dicom_seg
-from .labels import LABELS, terminology_entry
+from .labels import LABELS, segment_mask, terminology_entry
 from .orientation import ijk_to_ras_from_geometry, lps_to_ras
 from .outputs import check_output_path, compound_suffix, write_atomic
 
@@ -303,7 +303,7 @@ def segmentation_layers(labelmap: np.ndarray) -> tuple[np.ndarray, dict[str, str
                            "Segmentation_ContainedRepresentationNames": "Binary labelmap|",
                            "Segmentation_ReferenceImageExtentOffset": "0 0 0"}
     for n, spec in enumerate(LABELS.values()):
-        mask = labelmap >= spec.value if spec.value == 1 else labelmap == spec.value
+        mask = segment_mask(labelmap, spec)
         masks.append(mask)
         idx = [np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))[0] for ax in (2, 1, 0)]  # i, j, k
         extent = " ".join(f"{i.min()} {i.max()}" if len(i) else "0 -1" for i in idx)

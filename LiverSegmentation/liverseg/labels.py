@@ -58,6 +58,12 @@ LABELS: dict[int, LabelSpec] = {
 }
 
 
+def segment_mask(labelmap, spec: LabelSpec):
+    """The voxels of one label's segment in a labelmap: "Liver" includes the tumors (as LiTS scores it and as the
+    Slicer module shows it) and "Liver tumor" overlaps it. Every segment-per-label output uses this one rule."""
+    return labelmap >= LIVER if spec.value == LIVER else labelmap == spec.value
+
+
 # Slicer's serialised terminology entries (what a segment's "TerminologyEntry" tag holds, in the Slicer module and
 # in .seg.nrrd files). The category/type context is the module's own (Slicer's general anatomy list has no
 # Neoplasm); regions come from Slicer's DICOM master list.
