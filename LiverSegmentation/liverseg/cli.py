@@ -79,9 +79,8 @@ def cmd_segment(args) -> int:
     from .dicomseg import SUFFIX as SEG_SUFFIX
     from .dicomseg import Algorithm, check_dicom_seg_input, load_sources, require_highdicom
     from .io import RESULT_SUFFIXES, find_inputs, inspect_input, read_image, write_labelmap
-    from .outputs import compound_suffix
     from .modelfile import ModelFileError
-    from .outputs import check_output_path
+    from .outputs import check_output_path, compound_suffix
     from .pipeline import Segmenter
     from .postprocess import PostprocessConfig
 
@@ -129,15 +128,15 @@ def cmd_segment(args) -> int:
             if inp in broken:
                 raise broken[inp]
             image = read_image(inp, series=args.series)
-            if target in dicom_seg:
-                load_sources(image.source_files)  # a series without UIDs is refused before inference
+            # a series without UIDs is refused before inference; the headers are kept for the SEG
+            sources = load_sources(image.source_files) if target in dicom_seg else None
             if segmenter is None:
                 segmenter = Segmenter(args.model, args.device, InferenceOptions(roi=not args.no_roi, tta_scales=tuple(args.tta)),
                                       threads=args.threads)
             result = segmenter.segment(image.array, image.ijk_to_ras, tumor=not args.no_tumor, postprocessing=post,
                                        progress=bar, allow_non_hu=args.allow_non_hu)
             write_labelmap(target, result.labelmap, image, overwrite=args.overwrite,
-                           algorithm=Algorithm(result.model, segmenter.version))
+                           algorithm=Algorithm(result.model, segmenter.version), dicom_sources=sources)
         except (Exception, Cancelled) as exc:
             if isinstance(exc, (Cancelled, ModelFileError)) or args.stop_on_error or len(inputs) == 1:
                 raise

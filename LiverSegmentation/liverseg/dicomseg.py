@@ -45,11 +45,13 @@ def require_highdicom():
     return highdicom
 
 
-def check_dicom_seg_input(source: Path) -> None:
-    """Refuse a DICOM SEG for an input that is not a DICOM series (nothing to reference)."""
-    if not Path(source).expanduser().is_dir():
-        raise InputError(f"DICOM SEG output needs a DICOM series as input; {source} is not a DICOM folder, so there "
-                         "are no DICOM instances to reference. Write .seg.nrrd or .nii.gz instead.")
+def check_dicom_seg_input(source: Path | None) -> None:
+    """Refuse a DICOM SEG for an input that is not a DICOM series (nothing to reference); ``None``: an in-memory
+    array."""
+    if source is None or not Path(source).expanduser().is_dir():
+        what = "an in-memory array" if source is None else f"{source}, not a DICOM folder"
+        raise InputError(f"DICOM SEG output needs a DICOM series as input; the input is {what}, so there are no "
+                         "DICOM instances to reference. Write .seg.nrrd or .nii.gz instead.")
 
 
 REFERENCED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "FrameOfReferenceUID")

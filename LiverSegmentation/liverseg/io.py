@@ -277,17 +277,18 @@ def _write_verified(path: Path, array: np.ndarray, reference: ImageData, overwri
 
 
 def write_labelmap(path: str | Path, labelmap: np.ndarray, reference: ImageData, overwrite: bool = False,
-                   checked: bool = False, algorithm: "Algorithm | None" = None) -> Path:
+                   checked: bool = False, algorithm: "Algorithm | None" = None, dicom_sources: list | None = None) -> Path:
     """Write a uint8 labelmap with exactly the reference's origin, spacing and direction, completely or not at all;
     ``checked=True``: the caller already ran ``check_output_path``. A ``.dcm`` path writes a DICOM SEG that
-    references the reference's DICOM files, identifying ``algorithm`` (model name and version)."""
+    references the reference's DICOM files (``dicom_sources``: their headers, if the caller already loaded them with
+    :func:`liverseg.dicomseg.load_sources`), identifying ``algorithm`` (model name and version)."""
     path = Path(path).expanduser()
     if not checked:
         check_output_path(path, overwrite, suffixes=RESULT_SUFFIXES, inputs=[reference.path] if reference.path else [])
     if labelmap.shape != reference.array.shape[:3]:
         raise ValueError(f"Labelmap shape {labelmap.shape} differs from the reference {reference.array.shape}.")
     if compound_suffix(path) == SEG_SUFFIX:
-        return write_dicom_seg(path, labelmap, load_sources(reference.source_files),
+        return write_dicom_seg(path, labelmap, dicom_sources or load_sources(reference.source_files),
                                algorithm or Algorithm("unknown", ""), overwrite)
     if compound_suffix(path) == ".seg.nrrd":
         layers, metadata = segmentation_layers(labelmap)

@@ -153,7 +153,7 @@ def segment(image: np.ndarray | str | Path, ijk_to_ras: np.ndarray | None = None
         check_output_path(output, overwrite, suffixes=RESULT_SUFFIXES, inputs=[image] if from_file else [])
         if compound_suffix(Path(output)) == SEG_SUFFIX:
             require_highdicom()
-            check_dicom_seg_input(Path(image) if from_file else Path("(an in-memory array)"))
+            check_dicom_seg_input(Path(image) if from_file else None)
     if from_file:
         result, ref = seg.segment_file(image, **kwargs)
         if output is not None:
