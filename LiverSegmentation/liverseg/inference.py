@@ -43,6 +43,9 @@ class ProbabilityMaps:
     tumor: np.ndarray
     slices_run: int
     roi_slices: tuple[int, int]
+    # Liver pixels (network grid) the coarse pass found on its probe slices; None when no coarse pass ran. The
+    # mirrored-header check compares it with the same probe of the mirrored image (probe_liver_pixels).
+    probe_liver_pixels: int | None = None
 
 
 class SlicePredictor:
@@ -109,33 +112,37 @@ class SlicePredictor:
         return torch.cat(outs)
 
     # ---- public --------------------------------------------------------------------------------------------
-    def coarse_liver_area_mm2(self, volume_hu: np.ndarray, spacing: tuple[float, float, float]) -> float:
-        """Liver area (mm^2) the network finds on evenly spaced full slices of a canonical HU volume, as in the
-        coarse pass: a cheap probe of how much liver it sees (used to notice a left-right mirrored header). Only the
-        probed slices and their neighbours are preprocessed."""
+    def probe_liver_pixels(self, volume_hu: np.ndarray, spacing: tuple[float, float, float]) -> int:
+        """Liver pixels (network grid) on the coarse pass's probe slices of a canonical HU volume, computed on its
+        own: the same count the coarse pass reports in ``ProbabilityMaps.probe_liver_pixels``, for a volume that was
+        not segmented (the mirrored image of the mirrored-header check). Only the probe slices and their
+        neighbours are preprocessed."""
         n_z = volume_hu.shape[0]
-        step = max(1, int(round(self.options.coarse_step_mm / spacing[0])))
-        ctx = context_indices(np.arange(step // 2, n_z, step), n_z, self.spec.context_slices,
+        ctx = context_indices(self._probe_slices(n_z, spacing[0])[1], n_z, self.spec.context_slices,
                               self.spec.context_stride(spacing[0]))
         needed, position = np.unique(ctx, return_inverse=True)
         pre = self.preprocess(volume_hu[needed], spacing[1:])
         x, (h, w) = pad_to_multiple(pre[torch.as_tensor(position.reshape(ctx.shape))], self.spec.size_multiple)
-        liver = self._forward_batched(x)[:, 0, :h, :w]
-        return float((liver > self.model.thresholds["liver"]).sum()) * self.spec.spacing_mm ** 2
+        return int((self._forward_batched(x)[:, 0, :h, :w] > self.model.thresholds["liver"]).sum())
+
+    def _probe_slices(self, n_z: int, dz: float) -> tuple[int, np.ndarray]:
+        """The coarse pass's step (slices) and slices: about every ``coarse_step_mm``."""
+        step = max(1, int(round(self.options.coarse_step_mm / dz)))
+        return step, np.arange(step // 2, n_z, step)
 
     def _infer(self, pre: torch.Tensor, dz: float, report: Reporter):
         """Coarse pass (find the liver) then fine pass (every slice of the liver's extent, cropped in-plane)."""
         n_z, h, w = pre.shape
         full = (slice(0, h), slice(0, w))
         z_lo, z_hi, window = 0, n_z, full
-        slices_run = 0
+        slices_run, probe_pixels = 0, None
         fine_report = report.stage(0.0, 1.0)
         if self.options.roi and n_z > 1:
-            step = max(1, int(round(self.options.coarse_step_mm / dz)))
-            zc = np.arange(step // 2, n_z, step)
+            step, zc = self._probe_slices(n_z, dz)
             coarse = self._run_slices(pre, zc, full, dz, report.stage(0.0, 0.25))
             slices_run += len(zc)
             found = coarse[:, 0] > self.model.thresholds["liver"]
+            probe_pixels = int(found.sum())
             hit = found.flatten(1).any(1).numpy()
             if hit.any():
                 mz = int(math.ceil(self.options.margin_z_mm / dz))
@@ -150,7 +157,7 @@ class SlicePredictor:
             fine_report = report.stage(0.25, 1.0)
         z_fine = np.arange(z_lo, z_hi)
         probs = self._run_slices(pre, z_fine, window, dz, fine_report)
-        return probs, (z_lo, z_hi), window, slices_run + len(z_fine)
+        return probs, (z_lo, z_hi), window, slices_run + len(z_fine), probe_pixels
 
     def _paste(self, probs: torch.Tensor, z_range, window, work_hw, native_shape, report: Reporter) -> tuple[np.ndarray, np.ndarray]:
         """Put ROI probabilities back on the full (native) grid as uint8, resizing block by block to save memory."""
@@ -176,10 +183,11 @@ class SlicePredictor:
         ``native_shape``, resized back to that (Z, rows, columns) grid. Training's validation calls this directly."""
         report = report or Reporter()
         self.pixels_run = 0
-        probs, z_range, window, run = self._infer(pre, dz, report.stage(0.0, 0.9))
+        probs, z_range, window, run, probe_pixels = self._infer(pre, dz, report.stage(0.0, 0.9))
         liver, tumor = self._paste(probs, z_range, window, tuple(pre.shape[1:]), native_shape or tuple(pre.shape),
                                    report.stage(0.9, 1.0))
-        return ProbabilityMaps(liver=liver, tumor=tumor, slices_run=run, roi_slices=z_range)
+        return ProbabilityMaps(liver=liver, tumor=tumor, slices_run=run, roi_slices=z_range,
+                               probe_liver_pixels=probe_pixels)
 
     def preprocess(self, volume_hu: np.ndarray, spacing_yx: tuple[float, float], pixel_mm: float | None = None) -> torch.Tensor:
         """Window and resample a canonical HU volume to the network's in-plane spacing (or ``pixel_mm``), 32 slices
@@ -231,7 +239,8 @@ class MeanMaps:
             return self.first
         return ProbabilityMaps(liver=((self.liver + n // 2) // n).astype(np.uint8),
                                tumor=((self.tumor + n // 2) // n).astype(np.uint8), slices_run=self.slices_run,
-                               roi_slices=(int(self.z_lo), int(self.z_hi)))
+                               roi_slices=(int(self.z_lo), int(self.z_hi)),
+                               probe_liver_pixels=self.first.probe_liver_pixels)  # model's own pixel size, first model
 
 
 class EnsemblePredictor:
@@ -290,7 +299,7 @@ class VolumePredictor(SlicePredictor):
         report(1.0)
         probs = (acc / count.clamp(min=1))[:, :shape[0], :shape[1], :shape[2]]
         probs = resample_slices_z(probs, n_z)  # (2, Z, h, w)
-        return probs.permute(1, 0, 2, 3).contiguous(), (0, n_z), (slice(0, h), slice(0, w)), len(windows)
+        return probs.permute(1, 0, 2, 3).contiguous(), (0, n_z), (slice(0, h), slice(0, w)), len(windows), None
 
 
 def make_predictor(model: LoadedModel, device: torch.device, options: InferenceOptions | None = None) -> SlicePredictor:

@@ -93,6 +93,7 @@ class Segmenter:
         th = self.thresholds
         liver = probs.liver >= round(th["liver"] * 255)
         tumor_mask = (probs.tumor >= round(th["tumor"] * 255)) if tumor else np.zeros_like(liver)
+        probe_pixels = probs.probe_liver_pixels
         del probs
         liver, tumor_mask = postprocess(liver, tumor_mask, transform.spacing, postprocessing, image_hu=canonical)
         report.check()
@@ -100,9 +101,11 @@ class Segmenter:
             checks = check_result(liver, canonical, transform.spacing)  # raises NoLiverFound for an empty result
             probe = getattr(self.predictor, "predictors", [self.predictor])[0]  # an ensemble: its first member
             if not probe.spec.volumetric:
-                mirrored = np.ascontiguousarray(canonical[:, :, ::-1])
-                checks.append(mirror_warning(probe.coarse_liver_area_mm2(canonical, transform.spacing),
-                                             probe.coarse_liver_area_mm2(mirrored, transform.spacing)))
+                if probe_pixels is None:  # no coarse pass ran (no liver ROI, or a single slice)
+                    probe_pixels = probe.probe_liver_pixels(canonical, transform.spacing)
+                mirrored = probe.probe_liver_pixels(np.ascontiguousarray(canonical[:, :, ::-1]), transform.spacing)
+                pixel_mm2 = probe.spec.spacing_mm ** 2
+                checks.append(mirror_warning(probe_pixels * pixel_mm2, mirrored * pixel_mm2))
             for w in filter(None, checks):
                 log.warning(w)
                 warnings.append(w)

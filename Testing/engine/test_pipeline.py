@@ -136,3 +136,20 @@ def test_an_ensemble_averages_its_members_probabilities(tiny_model_path, constan
     twice = Segmenter([tiny_model_path, tiny_model_path], "cpu").segment(vol, m, postprocessing=raw)
     np.testing.assert_array_equal(twice.labelmap, alone.labelmap)
     assert twice.slices_run == 2 * alone.slices_run
+
+
+def test_the_coarse_pass_reports_the_same_probe_count_as_a_separate_probe(phantom, tiny_model_path):
+    """The mirrored-header check reuses the coarse pass's liver count for the image as given and probes only the
+    mirrored image; both must count the same way (same slices, same neighbours, same threshold)."""
+    from liverseg.orientation import canonical_transform, to_canonical
+
+    vol, _, m = phantom
+    seg = Segmenter(tiny_model_path, "cpu")
+    t = canonical_transform(vol.shape, m)
+    canonical = np.ascontiguousarray(to_canonical(vol, t))
+    probs = seg.predictor.predict(canonical, t.spacing)
+    separate = seg.predictor.probe_liver_pixels(canonical, t.spacing)
+    assert probs.probe_liver_pixels is not None and separate > 0
+    assert abs(probs.probe_liver_pixels - separate) <= 2 + 0.005 * separate  # batching may move a pixel at the edge
+    no_roi = Segmenter(tiny_model_path, "cpu", InferenceOptions(roi=False)).predictor.predict(canonical, t.spacing)
+    assert no_roi.probe_liver_pixels is None  # no coarse pass: the check probes the image itself
