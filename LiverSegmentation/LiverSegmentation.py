@@ -287,13 +287,18 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             value = stats[key]
             table.setItem(row, 1, qt.QTableWidgetItem(f"{value:.1f}" if isinstance(value, float) else str(value)))
 
-    def onEditInSegmentEditor(self) -> None:
+    def _latestResult(self):
+        """(segmentation, its CT) of the latest result, or (None, None) once it left the scene."""
         segmentation = self._lastSegmentation
         if segmentation is None or segmentation.GetScene() is None:
-            return
+            return None, None
         reference = segmentation.GetNodeReference(segmentation.GetReferenceImageGeometryReferenceRole())
-        self.logic.openInSegmentEditor(segmentation, reference or self._parameterNode.inputVolume)
+        return segmentation, reference or self._parameterNode.inputVolume
 
+    def onEditInSegmentEditor(self) -> None:
+        segmentation, volume = self._latestResult()
+        if segmentation is not None:
+            self.logic.openInSegmentEditor(segmentation, volume)
 
     def onSaveStatistics(self) -> None:
         import qt
@@ -312,20 +317,18 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def onExportDicomSeg(self) -> None:
         import qt
 
-        segmentation = self._lastSegmentation
-        if segmentation is None or segmentation.GetScene() is None:
+        segmentation, volume = self._latestResult()
+        if segmentation is None:
             return
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), _("Export DICOM SEG into folder"))
         if not folder:
             return
-        reference = segmentation.GetNodeReference(segmentation.GetReferenceImageGeometryReferenceRole())
         try:
-            files = self.logic.exportDicomSeg(segmentation, reference or self._parameterNode.inputVolume, folder)
+            files = self.logic.exportDicomSeg(segmentation, volume, folder)
         except Exception as exc:
             slicer.util.errorDisplay(str(exc), windowTitle=_("Liver Segmentation"))
             return
         self._setStatus(_("DICOM SEG written: {files}").format(files=", ".join(files)))
-
 
     # ---- my training cases -----------------------------------------------------------------------------------
     def onCasesFolderChanged(self, path: str) -> None:
@@ -349,12 +352,10 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.casesStatusLabel.text = _("{count} case(s) in the folder.").format(count=count) if folder else ""
 
     def onAddCase(self) -> None:
-        segmentation = self._lastSegmentation
+        segmentation, volume = self._latestResult()
         folder = self._casesFolder()
-        if segmentation is None or segmentation.GetScene() is None or not folder:
+        if segmentation is None or not folder:
             return
-        reference = segmentation.GetNodeReference(segmentation.GetReferenceImageGeometryReferenceRole())
-        volume = reference or self._parameterNode.inputVolume
         from LiverSegmentationLib.scene import edited_segments
 
         if not edited_segments(segmentation) and not slicer.util.confirmOkCancelDisplay(
