@@ -88,11 +88,16 @@ def _config(base_card: dict, base: str, prepared: Path, run: Path, held_out: lis
         replay_fraction=replay_fraction, time_limit_minutes=0.0)
 
 
-def _liver_dice(segmenter, case) -> tuple[float, float | None]:
+def _compare(case, base, tuned) -> dict:
+    """Liver (and, where the case has tumor labels, tumor) Dice of the base and the fine-tuned segmenter on one
+    held-out case, read once."""
     image, label = case.load()
-    result = segmenter.segment(image.array, image.ijk_to_ras, require_liver=False)  # an empty result scores 0
-    tumor = dice(result.labelmap == 2, label == 2) if (label == 2).any() else None
-    return dice(result.labelmap >= 1, label >= 1), tumor
+    row = {"case": case.case_id}
+    for key, segmenter in (("base", base), ("finetuned", tuned)):
+        result = segmenter.segment(image.array, image.ijk_to_ras, require_liver=False)  # an empty result scores 0
+        row[f"{key}_liver_dice"] = round(dice(result.labelmap >= 1, label >= 1), 4)
+        row[f"{key}_tumor_dice"] = round(dice(result.labelmap == 2, label == 2), 4) if (label == 2).any() else None
+    return row
 
 
 def finetune(base: str, data: str | Path, output: str | Path, *, replay: str | Path | None = None,
@@ -142,12 +147,9 @@ def finetune(base: str, data: str | Path, output: str | Path, *, replay: str | P
         if held_out:
             tuned = Segmenter(model_path, device)
             for cid in held_out:
-                b_liver, b_tumor = _liver_dice(base_segmenter, by_id[cid])
-                t_liver, t_tumor = _liver_dice(tuned, by_id[cid])
-                rows.append({"case": cid, "base_liver_dice": round(b_liver, 4), "finetuned_liver_dice": round(t_liver, 4),
-                             "base_tumor_dice": None if b_tumor is None else round(b_tumor, 4),
-                             "finetuned_tumor_dice": None if t_tumor is None else round(t_tumor, 4)})
-                log.info("%s: liver Dice base %.4f, fine-tuned %.4f", cid, b_liver, t_liver)
+                rows.append(_compare(by_id[cid], base_segmenter, tuned))
+                log.info("%s: liver Dice base %.4f, fine-tuned %.4f", cid, rows[-1]["base_liver_dice"],
+                         rows[-1]["finetuned_liver_dice"])
     result = verdict(rows)
     report = {
         "base_model": base_card["name"], "base_version": base_card.get("version", ""), "base_file": str(base_path),
