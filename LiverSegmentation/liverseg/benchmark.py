@@ -84,6 +84,9 @@ def run_benchmark(shape=(200, 512, 512), device: str = "auto", model=None, repea
     seg = Segmenter(model, device)
     load_s = time.perf_counter() - t
     seg.segment(vol[: min(8, shape[0])], m, require_liver=False)  # warm-up (allocations, kernel selection)
+    gpu = torch.cuda.is_available() and str(seg.device).startswith("cuda")
+    if gpu:
+        torch.cuda.reset_peak_memory_stats()
     best = None
     for _ in range(repeats):
         result = seg.segment(vol, m, require_liver=False)
@@ -108,6 +111,7 @@ def run_benchmark(shape=(200, 512, 512), device: str = "auto", model=None, repea
         "slices": shape[0], "slices_per_s": round(shape[0] / best.timings["total"], 2),
         "inference_slices_per_s": round(shape[0] / inference, 2),
         "peak_rss_mb": round(peak_rss, 1),
+        **({"gpu": torch.cuda.get_device_name(), "gpu_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)} if gpu else {}),
         "network_gflops_per_input": per_input[0] if len(per_input) == 1 else per_input,
         "network_gflops_total": round(total_gflops, 3),
         "achieved_gflops_per_s": round(total_gflops / inference, 1),

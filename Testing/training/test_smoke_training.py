@@ -103,6 +103,60 @@ def test_ddp_stops_together_on_early_stopping(prepared, tmp_path):
     assert len(rows) - 1 < 30 and "Early stopping" in proc.stderr  # lr 0: validation never improves after epoch 1
 
 
+def test_time_budget_plans_the_schedule_and_workers_draw_different_samples(prepared, tmp_path):
+    """A lease of fixed length: after the warm-up epoch the run plans how many epochs fit the budget, the cosine
+    schedule ends exactly there (last learning rate at its floor) and the run stops by itself; samples come from
+    two worker processes."""
+    from liverseg_train.cli import main as train_main
+    from liverseg_train.train import plan_epochs, TrainConfig
+
+    budget = TrainConfig(time_budget_minutes=1.0, epochs=1000)
+    assert plan_epochs(budget, elapsed_s=6.0, epoch_s=6.0, done=1) == 1 + int((58.8 - 6) // 6)
+    assert plan_epochs(budget, elapsed_s=70.0, epoch_s=6.0, done=1) == 2  # over budget: one more epoch, then stop
+    assert plan_epochs(TrainConfig(time_budget_minutes=60, epochs=5), 1.0, 1.0, 1) == 5  # epochs stays the ceiling
+
+    cfg = _config(prepared, tmp_path / "budget", epochs=10_000, samples_per_epoch=32, val_cases=[],
+                  time_budget_minutes=0.25, loader_workers=2)
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(json.dumps(cfg))
+    assert train_main(["train", "--config", str(cfg_path)]) == 0
+    rows = [r.split(",") for r in (tmp_path / "budget" / "log.csv").read_text().strip().splitlines()[1:]]
+    seconds = sum(float(r[5]) for r in rows)
+    assert 2 <= len(rows) < 10_000 and seconds < 0.25 * 60 * 1.5, (len(rows), seconds)
+    ck = __import__("torch").load(tmp_path / "budget" / "checkpoint_last.pt", weights_only=True)
+    assert ck["state"]["planned_epochs"] == len(rows)
+    assert float(rows[-1][4]) == pytest.approx(0.02 * cfg["lr"], rel=1e-3)  # the schedule reached its end
+    assert json.loads((tmp_path / "budget" / "hardware.json").read_text())["loader_workers"] == 2
+
+
+def test_sample_stream_workers_are_seeded_apart(prepared):
+    import torch
+
+    from liverseg.preprocessing import PreprocessingSpec
+    from liverseg_train.prepare import load_prepared
+    from liverseg_train.train import SliceSampler, TrainConfig, batch_stream
+
+    manifest, arrays = load_prepared(prepared / "prepared")
+    cfg = TrainConfig(crop=64, batch_size=4, loader_workers=2)
+    sampler = SliceSampler(arrays, list(arrays), PreprocessingSpec.from_dict(manifest["preprocessing"]), cfg, seed=0)
+    first = [next(batch_stream(sampler, cfg, rank=0, start_epoch=0, pin=False))[0] for _ in range(2)]
+    stream = batch_stream(sampler, cfg, rank=0, start_epoch=0, pin=False)
+    a, b = next(stream)[0], next(stream)[0]  # consecutive batches come from the two workers
+    assert torch.equal(a, first[0]) and torch.equal(first[0], first[1])  # same seed, same worker 0 -> same batch
+    assert not torch.equal(a, b)
+    resumed = next(batch_stream(sampler, cfg, rank=0, start_epoch=5, pin=False))[0]
+    assert not torch.equal(resumed, a)  # a resumed run does not replay the samples it already trained on
+
+
+def test_ddp_follows_one_time_budget_plan(prepared, tmp_path):
+    """Clocks differ between ranks: each planning on its own would stop at different epochs and leave one waiting in
+    an all-reduce (a hang, seen as the timeout). Rank 0's plan is broadcast."""
+    proc = _train_two_processes(_config(prepared, tmp_path / "ddp_tb", epochs=10_000, samples_per_epoch=16,
+                                        val_cases=[], time_budget_minutes=0.2), tmp_path)
+    rows = (tmp_path / "ddp_tb" / "log.csv").read_text().strip().splitlines()
+    assert 2 <= len(rows) - 1 < 10_000 and "Time budget" in proc.stderr
+
+
 def test_validation_leaves_the_training_network_as_it_was(prepared):
     """The engine's predictor works on a copy: validation must not move the live network or change its layout."""
     import torch

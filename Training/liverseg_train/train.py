@@ -71,6 +71,11 @@ class TrainConfig:
     tumors: TumorSynthesisConfig = field(default_factory=TumorSynthesisConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     time_limit_minutes: float = 0.0  # stop cleanly (checkpoint saved) after this long; resume later. 0: none
+    # Plan the run to fit a wall-clock budget: after the warm-up epochs the epochs that fit are computed from the
+    # measured epoch time (at most ``epochs``) and the cosine schedule ends there. For leases of fixed length
+    # (a GPU for N minutes), where an epoch count chosen in advance would end mid-schedule or waste the lease. 0: none
+    time_budget_minutes: float = 0.0
+    loader_workers: int = 0  # processes that draw and augment samples while the network trains (0: in-line)
     version: str = "0.1.0"
     # Fine-tuning (see finetune.py): start from this model file's weights instead of random ones, and mix in the
     # cases of a second prepared folder ("replay" of the original training distribution, so that a model tuned on a
@@ -244,6 +249,44 @@ class PatchSampler(SliceSampler):
         return image[:, None], label
 
 
+class SampleStream(torch.utils.data.IterableDataset):
+    """Endless batches from a sampler, drawn in DataLoader worker processes so that sampling and augmentation (about
+    8 ms per sample on one core) run beside the training step instead of before it.
+
+    Each worker reseeds its own copy of the sampler from (seed, rank, epoch the stream starts at, worker id): runs are
+    reproducible for a given worker count, and a resumed run draws new samples instead of replaying old ones."""
+
+    def __init__(self, sampler: SliceSampler, batch_size: int, seed: int):
+        self.sampler, self.batch_size, self.seed = sampler, batch_size, seed
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        if info is not None:
+            self.sampler.rng = np.random.default_rng([self.seed, info.id])
+            self.sampler.gen = torch.Generator().manual_seed(int(self.sampler.rng.integers(2 ** 62)))
+        while True:
+            yield self.sampler.batch(self.batch_size)
+
+
+def batch_stream(sampler: SliceSampler, cfg: TrainConfig, rank: int, start_epoch: int, pin: bool):
+    """Iterator of (image, label) batches: in-line (``loader_workers`` 0, the sampler's own random state, which a
+    checkpoint restores exactly) or from ``loader_workers`` worker processes."""
+    if not cfg.loader_workers:
+        return iter(lambda: sampler.batch(cfg.batch_size), None)
+    seed = cfg.seed * 1_000_003 + rank * 7919 + start_epoch
+    loader = torch.utils.data.DataLoader(SampleStream(sampler, cfg.batch_size, seed), batch_size=None,
+                                         num_workers=cfg.loader_workers, pin_memory=pin, prefetch_factor=4,
+                                         persistent_workers=True)
+    return iter(loader)
+
+
+def plan_epochs(cfg: TrainConfig, elapsed_s: float, epoch_s: float, done: int) -> int:
+    """Epochs that fit ``time_budget_minutes`` (2 % kept for the last checkpoint and export), given the time spent
+    so far and the latest epoch's duration; never fewer than done + 1 nor more than ``epochs``."""
+    left = cfg.time_budget_minutes * 60 * 0.98 - elapsed_s
+    return int(min(cfg.epochs, max(done + 1, done + left // max(epoch_s, 1e-6))))
+
+
 # ---- loss ----------------------------------------------------------------------------------------------------
 def targets_from_label(label: torch.Tensor) -> torch.Tensor:
     """(N, H, W) labels -> (N, 2, H, W) targets: liver (tumors included) and tumor, matching the model outputs."""
@@ -392,9 +435,11 @@ def train(cfg: TrainConfig) -> Path:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, cfg.samples_per_epoch // (cfg.batch_size * world))
 
+    state = {"epoch": 0, "best": -1.0, "best_epoch": -1, "stale": 0, "planned_epochs": cfg.epochs, "seconds": 0.0}
+
     def lr_factor(step: int) -> float:
         warm = cfg.warmup_epochs * steps_per_epoch
-        total = cfg.epochs * steps_per_epoch
+        total = state["planned_epochs"] * steps_per_epoch
         if step < warm:
             return (step + 1) / warm
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm)))) * 0.98 + 0.02
@@ -402,14 +447,15 @@ def train(cfg: TrainConfig) -> Path:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
     sampler = (PatchSampler if volumetric else SliceSampler)(arrays, train_cases, spec, cfg, seed=cfg.seed * 1000 + rank)
-    state = {"epoch": 0, "best": -1.0, "best_epoch": -1, "stale": 0}
     ckpt_path = out / "checkpoint_last.pt"
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         network.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
-        state = ck["state"]
+        state.update(ck["state"])  # the schedule's closure reads this same dict
+        if not cfg.time_budget_minutes:  # asking for more epochs on resume extends the run
+            state["planned_epochs"] = cfg.epochs
         if rank == 0:
             sampler.rng.bit_generator.state = json.loads(ck["numpy_rng"])
             sampler.gen.set_state(ck["torch_rng"])
@@ -420,7 +466,7 @@ def train(cfg: TrainConfig) -> Path:
         log.info("Resumed from %s at epoch %d", ckpt_path, state["epoch"])
     if rank == 0:
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-        (out / "hardware.json").write_text(json.dumps(describe_hardware(device, world), indent=1))
+        (out / "hardware.json").write_text(json.dumps(describe_hardware(device, world) | {"loader_workers": cfg.loader_workers}, indent=1))
         log.info("%s: %d parameters, %d training cases, %d steps/epoch", cfg.architecture, count_parameters(network),
                  len(train_cases), steps_per_epoch)
     writer = None
@@ -434,15 +480,16 @@ def train(cfg: TrainConfig) -> Path:
     csv_path = out / "log.csv"
     best_path = out / f"{cfg.name}.safetensors"
     started = time.time()
+    batches = batch_stream(sampler, cfg, rank, state["epoch"], pin=device.type == "cuda")
     model.train()
-    while state["epoch"] < cfg.epochs:
+    while state["epoch"] < state["planned_epochs"]:
         epoch = state["epoch"]
         t0 = time.time()
         losses, inter, denom = [], torch.zeros(2), torch.zeros(2)
-        bar = ProgressBar(f"epoch {epoch + 1}/{cfg.epochs}", enabled=rank == 0)
+        bar = ProgressBar(f"epoch {epoch + 1}/{state['planned_epochs']}", enabled=rank == 0)
         for step in range(steps_per_epoch):
-            image, label = sampler.batch(cfg.batch_size)
-            image, target = image.to(device), targets_from_label(label).to(device)
+            image, label = next(batches)
+            image, target = image.to(device, non_blocking=True), targets_from_label(label).to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=cfg.amp and device.type == "cuda"):
                 logits = model(image)
             loss = dice_bce_loss(logits.float(), target)
@@ -459,6 +506,18 @@ def train(cfg: TrainConfig) -> Path:
                 inter += (pred * target).sum(dim=dims).cpu()
                 denom += (pred.sum(dim=dims) + target.sum(dim=dims)).cpu()
         state["epoch"] = epoch + 1
+        state["seconds"] += time.time() - t0
+        if cfg.time_budget_minutes and state["epoch"] == max(1, cfg.warmup_epochs):
+            # The warm-up's learning rate does not depend on the total, so the plan can wait for a measured epoch.
+            planned = plan_epochs(cfg, state["seconds"], time.time() - t0, state["epoch"])
+            if distributed:  # every rank must follow rank 0's plan (same schedule, same stop)
+                flag = torch.tensor([planned], device=device)
+                torch.distributed.broadcast(flag, src=0)
+                planned = int(flag.item())
+            state["planned_epochs"] = planned
+            if rank == 0:
+                log.info("Time budget %.1f min: %d epochs (%d samples) planned.", cfg.time_budget_minutes, planned,
+                         planned * cfg.samples_per_epoch)
         train_dice = (2 * inter / denom.clamp(min=1)).tolist()
         row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "train_dice_liver": train_dice[0],
                "train_dice_tumor": train_dice[1], "lr": sched.get_last_lr()[0], "seconds": time.time() - t0,
@@ -494,7 +553,7 @@ def train(cfg: TrainConfig) -> Path:
                         "state": state, "numpy_rng": json.dumps(sampler.rng.bit_generator.state),
                         "torch_rng": sampler.gen.get_state(), "torch_global_rng": torch.get_rng_state()}, ckpt_path.with_suffix(".tmp"))
             ckpt_path.with_suffix(".tmp").replace(ckpt_path)
-            log.info("epoch %d/%d loss %.4f dice liver %.3f tumor %.3f val %s (%.0f s)", epoch + 1, cfg.epochs, row["loss"],
+            log.info("epoch %d/%d loss %.4f dice liver %.3f tumor %.3f val %s (%.0f s)", epoch + 1, state["planned_epochs"], row["loss"],
                      train_dice[0], train_dice[1], row["val_dice_liver"], row["seconds"])
         if _stop_decision(cfg, state, started, epoch, distributed, device):
             break
