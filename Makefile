@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 DEMO_DIR := demo-output
 
-.PHONY: demo test venv test-deps benchmark clean
+.PHONY: demo test venv test-deps benchmark web browser clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,23 @@ demo: $(VENV)/.installed
 		--json-out $(DEMO_DIR)/lits117_metrics.json --overwrite
 	@echo "Labelmap: $(DEMO_DIR)/lits117_liverseg.nii.gz  Overlay: $(DEMO_DIR)/lits117_overlay.png"
 
-test: $(VENV)/.test-installed
+$(VENV)/.web-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[web]" "$(TORCH)"
+	touch $@
+
+# The browser app: each browser that opens http://127.0.0.1:8080/ gets its own session. ARGS="--help" for options.
+web: $(VENV)/.web-installed
+	$(PY) -m liverseg_web $(ARGS)
+
+# Debian's chromium and its driver for the browser test (Testing/web), installed where apt-get can (as root);
+# elsewhere that test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	echo "chromium/chromedriver not installed (needs root and apt-get): the browser test will be skipped"
+
+test: $(VENV)/.test-installed browser
 	$(PY) -m pytest -q Testing
 
 benchmark: $(VENV)/.installed

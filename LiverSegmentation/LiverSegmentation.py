@@ -590,19 +590,12 @@ class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
         result = process.result()
         created = outputSegmentationNode is None
         if created:
-            outputSegmentationNode = slicer.mrmlScene.AddNewNodeByClass(
-                "vtkMRMLSegmentationNode", slicer.mrmlScene.GenerateUniqueName(f"{inputVolumeNode.GetName()} liver segmentation"))
-            outputSegmentationNode.CreateDefaultDisplayNodes()
-            # Before filling: with the segmentation in the CT's frame the labelmap is copied voxel for voxel;
-            # filling first and moving it afterwards would apply the transform twice.
-            transform = inputVolumeNode.GetParentTransformNode()
-            outputSegmentationNode.SetAndObserveTransformNodeID(transform.GetID() if transform is not None else None)
+            outputSegmentationNode = scene.add_result_segmentation(slicer.mrmlScene, inputVolumeNode, result.labelmap,
+                                                                   include_tumor=job.parameters.tumor)
         try:
-            scene.fill_segmentation(outputSegmentationNode, inputVolumeNode, result.labelmap, include_tumor=job.parameters.tumor)
-            display = outputSegmentationNode.GetDisplayNode()
-            if display is not None:
-                display.SetPreferredDisplayRepresentationName3D("Closed surface")
-                display.SetVisibility3D(True)
+            if not created:
+                scene.fill_segmentation(outputSegmentationNode, inputVolumeNode, result.labelmap, include_tumor=job.parameters.tumor)
+                scene.show_surfaces(outputSegmentationNode)
             scene.place_in_hierarchy(outputSegmentationNode, inputVolumeNode)
             outputSegmentationNode.SetAttribute(MODEL_ATTRIBUTE, str(result.summary.get("model", "")))
             self.lastStatistics = scene.statistics(result.labelmap, inputVolumeNode)
@@ -627,15 +620,17 @@ class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
 
     def saveStatistics(self, path: str) -> None:
         """The latest result's statistics table as CSV, through Slicer's own table storage."""
+        from LiverSegmentationLib import scene
+
         table = self.statisticsTableNode
         if table is None or table.GetScene() is None:
             raise RuntimeError(_("There are no statistics yet: segment a CT first."))
         if not str(path).lower().endswith(".csv"):
             raise ValueError(_("Choose a file name ending in .csv."))
-        storage = slicer.vtkMRMLTableStorageNode()  # (slicer.util.saveNode is this plus the application's IO manager)
-        storage.SetFileName(str(path))
-        if not storage.WriteData(table):
-            raise RuntimeError(_("Could not write {path}; choose another folder.").format(path=path))
+        try:
+            scene.write_table_csv(table, path)
+        except RuntimeError as exc:
+            raise RuntimeError(_("Could not write {path}; choose another folder.").format(path=path)) from exc
 
     @staticmethod
     def isFromDicomDatabase(volumeNode) -> bool:

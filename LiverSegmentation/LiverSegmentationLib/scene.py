@@ -54,6 +54,32 @@ def fill_segmentation(segmentation_node, volume_node, labelmap: np.ndarray, incl
     return ids
 
 
+def add_result_segmentation(scene, volume_node, labelmap: np.ndarray, include_tumor: bool = True):
+    """A new segmentation node named after the CT, holding the result and shown in 3D. It is put under the CT's
+    own parent transform BEFORE it is filled: the labelmap is then copied voxel for voxel in the CT's frame (filling
+    first and moving it afterwards would apply the transform twice). Nothing stays in the scene on failure."""
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode",
+                                   scene.GenerateUniqueName(f"{volume_node.GetName()} liver segmentation"))
+    node.CreateDefaultDisplayNodes()
+    transform = volume_node.GetParentTransformNode()
+    node.SetAndObserveTransformNodeID(transform.GetID() if transform is not None else None)
+    try:
+        fill_segmentation(node, volume_node, labelmap, include_tumor=include_tumor)
+        show_surfaces(node)
+    except Exception:
+        scene.RemoveNode(node)
+        raise
+    return node
+
+
+def show_surfaces(segmentation_node) -> None:
+    """Show the segments as closed surfaces in the 3D view (as Segment Editor's "Show 3D" does)."""
+    display = segmentation_node.GetDisplayNode()
+    if display is not None:
+        display.SetPreferredDisplayRepresentationName3D("Closed surface")
+        display.SetVisibility3D(True)
+
+
 def segment_fingerprint(segmentation_node, segment_id: str) -> str:
     """A hash of a segment's voxels (its own label in the internal labelmap): changes with any edit."""
     import hashlib
@@ -113,6 +139,17 @@ def place_in_hierarchy(segmentation_node, volume_node) -> None:
 
 def statistics(labelmap: np.ndarray, volume_node) -> dict:
     return labelmap_statistics(labelmap, voxel_volume_mm3(volume_node))
+
+
+def write_table_csv(table_node, path) -> None:
+    """A table node as CSV through Slicer's own table storage (``slicer.util.saveNode`` is this plus the
+    application's IO manager, which slicer-core and the web app do not have)."""
+    import slicer
+
+    storage = slicer.vtkMRMLTableStorageNode()
+    storage.SetFileName(str(path))
+    if not storage.WriteData(table_node):
+        raise RuntimeError(f"Could not write {path}; choose another folder.")
 
 
 def fill_statistics_table(table_node, stats: dict) -> None:
