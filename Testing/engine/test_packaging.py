@@ -16,8 +16,9 @@ def test_module_cmakelists_lists_every_python_file_and_resource():
     listed -= training
     assert training == {f"liverseg_train/{p.name}" for p in (REPO / "Training" / "liverseg_train").glob("*.py")}
     present = {str(p.relative_to(MODULE_DIR)) for p in MODULE_DIR.rglob("*") if p.suffix in (".py", ".ui", ".png", ".safetensors")
-               and "__pycache__" not in p.parts}
+               and "__pycache__" not in p.parts and "liverseg_web" not in p.parts}  # the browser app: not shipped
     assert present - listed == set(), "missing from LiverSegmentation/CMakeLists.txt"
+    assert not any(p.startswith("liverseg_web") for p in listed), "the browser app must not be in the extension"
     assert listed - present == set(), "listed but not present"
 
 
@@ -31,16 +32,18 @@ def test_engine_never_imports_slicer_qt_or_vtk():
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names = [node.module]
             for name in names:
-                assert name.split(".")[0] not in {"slicer", "qt", "ctk", "vtk", "liverseg_train"}, (path.name, name)
+                assert name.split(".")[0] not in {"slicer", "qt", "ctk", "vtk", "liverseg_train", "liverseg_web", "trame",
+                                                  "trame_slicer"}, (path.name, name)
 
 
-def test_module_never_imports_training_code():
-    """The module runs fine-tuning as a separate process; importing liverseg_train would tie the GUI to it."""
+def test_module_never_imports_training_code_or_the_browser_app():
+    """The module runs fine-tuning as a separate process; importing liverseg_train would tie the GUI to it. The
+    browser app builds on the module's library, never the other way round (the extension does not ship it)."""
     for path in [MODULE_DIR / "LiverSegmentation.py", *(MODULE_DIR / "LiverSegmentationLib").glob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                 [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
-            assert not any(n.split(".")[0] == "liverseg_train" for n in names), path.name
+            assert not any(n.split(".")[0] in ("liverseg_train", "liverseg_web", "trame_slicer") for n in names), path.name
 
 
 def test_top_level_layout():

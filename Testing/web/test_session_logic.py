@@ -1,0 +1,82 @@
+"""The web session's loading rules without a browser: a session app is built in this process (its trame server is
+never started) and its panel logic is called as the page would call it."""
+from __future__ import annotations
+
+import asyncio
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("trame_slicer", reason="the web extra is not installed (pip install 'liverseg[web]')")
+
+
+@pytest.fixture()
+def session(tmp_path):
+    """A session app; the slicer globals it installs are put back afterwards (the module tests own them)."""
+    import slicer
+    from trame.app import get_server
+
+    from liverseg_web.app import LiverWebApp
+
+    saved = {name: getattr(slicer, name) for name in ("mrmlScene", "modules") if hasattr(slicer, name)}
+    server = get_server(name=f"test-{tmp_path.name}", client_type="vue3")
+    app = LiverWebApp(server, session_dir=tmp_path, max_upload_bytes=1_000_000)
+    yield app
+    for name, value in saved.items():
+        setattr(slicer, name, value)
+
+
+def _zip_series(tmp_path: Path, array: np.ndarray) -> Path:
+    from helpers import write_dicom_series
+
+    folder = write_dicom_series(tmp_path / "series", array, spacing=(0.8, 0.8, 2.5))
+    archive = tmp_path / "series.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in sorted(folder.iterdir()):
+            z.write(f, f"CT/{f.name}")
+    return archive
+
+
+def test_a_zipped_dicom_series_loads_as_one_ct(session, tmp_path):
+    import slicer
+
+    from liverseg_web.liver_logic import unpack_upload
+
+    rng = np.random.default_rng(0)
+    array = rng.integers(-1000, 400, size=(12, 40, 48)).astype(np.int16)
+    session.liver.load_files(unpack_upload([_zip_series(tmp_path, array)], tmp_path / "upload"))
+    loaded = slicer.util.arrayFromVolume(session.liver.volume_node)
+    assert np.array_equal(np.sort(loaded.ravel()), np.sort(array.ravel()))  # same voxels (slice order per reader)
+    assert loaded.shape == array.shape and session.server.state.liver_has_volume
+    assert np.allclose(session.liver.volume_node.GetSpacing(), (0.8, 0.8, 2.5))
+
+
+def test_a_zip_that_writes_outside_its_folder_is_refused(tmp_path):
+    from liverseg_web.liver_logic import unpack_upload
+
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("../escape.nii.gz", b"x")
+    with pytest.raises(ValueError, match="outside its own folder"):
+        unpack_upload([archive], tmp_path / "upload")
+    assert not (tmp_path / "escape.nii.gz").exists()
+
+
+def test_the_server_refuses_an_upload_over_the_limit_even_if_the_page_did_not(session):
+    """The page checks the size first; a client that skips that check is stopped by the server, and the chunks
+    are dropped instead of being written."""
+    liver = session.liver
+    asyncio.run(liver.load_chunk([{"name": "big.nii.gz", "size": 800_000, "content": b"\0" * 800_000}]))
+    asyncio.run(liver.load_chunk([{"name": "big2.nii.gz", "size": 800_000, "content": b"\0" * 800_000}]))
+    asyncio.run(liver.load_chunk([]))
+    assert "larger than this server accepts (1 MB)" in session.server.state.liver_error
+    assert not list(Path(liver.session_dir).glob("upload-*")) and not session.server.state.liver_has_volume
+
+
+def test_segment_and_downloads_need_a_ct_and_a_result(session):
+    session.liver.segment()
+    assert session.server.state.liver_error == "Load a CT first."
+    with pytest.raises(RuntimeError, match="segment a CT first"):
+        session.liver.result_file("nii.gz")
