@@ -69,6 +69,7 @@ class LiverLogic:
         self.volume_node = None
         self.result_node = None
         self.process = None
+        self.task: asyncio.Task | None = None  # the running segmentation's follower (progress, then the result)
         self._chunks: list[dict] = []
         self._upload_bytes = 0
         self._upload_refused = False
@@ -180,7 +181,7 @@ class LiverLogic:
         self.state.update({"liver_busy": True, "liver_progress": 0.0, "liver_message": "Starting", "liver_log": "",
                            "liver_warnings": []})
         self._report(status="Segmenting...")
-        asyncio.get_event_loop().create_task(self._follow(process, self.volume_node.GetID(), parameters.tumor))
+        self.task = asyncio.get_event_loop().create_task(self._follow(process, self.volume_node.GetID(), parameters.tumor))
 
     async def _follow(self, process, volume_id: str, tumor: bool) -> None:
         from LiverSegmentationLib.process import JobState

@@ -80,3 +80,32 @@ def test_segment_and_downloads_need_a_ct_and_a_result(session):
     assert session.server.state.liver_error == "Load a CT first."
     with pytest.raises(RuntimeError, match="segment a CT first"):
         session.liver.result_file("nii.gz")
+
+
+def test_cancel_stops_the_worker_and_adds_nothing(session, tmp_path):
+    """Cancel during a run: the worker's process group is gone, its temporary folder removed, no segmentation
+    with segments is added and the page says so."""
+    from liverseg.benchmark import phantom_ijk_to_ras, synthetic_case
+    from liverseg.io import ImageData, write_image
+
+    spacing = (2.5, 0.8, 0.8)
+    volume, _ = synthetic_case((60, 256, 256), spacing)
+    path = write_image(tmp_path / "ct.nii.gz", ImageData.from_array(volume, phantom_ijk_to_ras(spacing)))
+    liver = session.liver
+    liver.load_files([path])
+
+    async def run_and_cancel():
+        liver.segment()
+        process = liver.process
+        await asyncio.sleep(0.5)  # the worker is importing torch: well before its result
+        liver.cancel()
+        await liver.task
+        return process
+
+    process = asyncio.run(run_and_cancel())
+    state = session.server.state
+    assert state.liver_status == "Cancelled; nothing was added." and not state.liver_busy
+    assert process._proc.poll() is not None and not process.job_dir.exists()
+    nodes = session.slicer_app.scene.GetNodesByClass("vtkMRMLSegmentationNode")
+    assert all(nodes.GetItemAsObject(i).GetSegmentation().GetNumberOfSegments() == 0
+               for i in range(nodes.GetNumberOfItems()))
