@@ -33,7 +33,6 @@ from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
 IDLE_S = 6
 
 
@@ -70,8 +69,7 @@ def server(tmp_path_factory):
     (to see that sessions remove their files)."""
     tmp = tmp_path_factory.mktemp("webtmp")
     port = _free_port()
-    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": os.pathsep.join([str(REPO / "LiverSegmentation"),
-                                                                           os.environ.get("PYTHONPATH", "")])}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"TMPDIR": str(tmp)}  # as installed
     proc = subprocess.Popen([sys.executable, "-m", "liverseg_web", "--port", str(port), "--idle-timeout", str(IDLE_S),
                              "--max-upload-mb", "1", "--max-sessions", "3"], env=env, start_new_session=True)
     try:
