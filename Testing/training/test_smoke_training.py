@@ -199,3 +199,20 @@ def test_3d_unet_trains_on_patches_and_segments_with_sliding_windows(prepared, t
     result = segmenter.segment(vol, phantom_ijk_to_ras(SPACING))
     assert result.labelmap.shape == vol.shape
     assert dice(result.labelmap >= 1, lab >= 1) > 0.5
+
+
+def test_a_resumed_finetune_does_not_need_its_base_model_again(prepared, tmp_path, tiny_model_path):
+    """The base weights only start a run; resuming continues from the checkpoint (the base file may be gone)."""
+    import shutil
+
+    from liverseg_train.cli import main as train_main
+
+    base = tmp_path / "base.safetensors"
+    shutil.copy(tiny_model_path, base)
+    cfg_path = tmp_path / "cfg.json"
+    for epochs in (1, 2):
+        cfg_path.write_text(json.dumps(_config(prepared, tmp_path / "ft", architecture="unet", base_channels=4, depth=2,
+                                               epochs=epochs, samples_per_epoch=16, val_cases=[], init_from=str(base))))
+        assert train_main(["train", "--config", str(cfg_path)]) == 0
+        base.unlink(missing_ok=True)
+    assert len((tmp_path / "ft" / "log.csv").read_text().strip().splitlines()) == 3

@@ -428,7 +428,7 @@ def train(cfg: TrainConfig) -> Path:
         raise ValueError("No training cases left; check train_cases/val_cases/test_cases.")
     card = card_for(cfg, spec, manifest, train_cases)
     network = build_network(cfg.architecture, card["network"])
-    if cfg.init_from:
+    if cfg.init_from and not (out / "checkpoint_last.pt").exists():  # a resumed run continues from its checkpoint
         init_weights(network, cfg.init_from)
     network = network.to(device)
     model = torch.nn.parallel.DistributedDataParallel(network) if distributed else network
