@@ -141,27 +141,30 @@ def segment(image: np.ndarray | str | Path, ijk_to_ras: np.ndarray | None = None
     ``image`` is a [k, j, i] HU array with its 4x4 ``ijk_to_ras`` matrix, or a path (NIfTI, NRRD, MHA, DICOM folder).
     With ``output`` the labelmap is also written there on exactly the input geometry.
     """
+    from .dicomseg import SUFFIX as SEG_SUFFIX
+    from .dicomseg import Algorithm, check_dicom_seg_input, load_sources, require_highdicom
+    from .io import RESULT_SUFFIXES, ImageData, read_image, write_labelmap
+    from .outputs import check_output_path, compound_suffix
+
+    kwargs = dict(tumor=tumor, postprocessing=postprocessing, progress=progress, cancel=cancel, allow_non_hu=allow_non_hu)
+    from_file = isinstance(image, (str, Path))
+    dicom_seg = output is not None and compound_suffix(Path(output)) == SEG_SUFFIX
+    if output is not None:  # refuse before spending time on inference
+        check_output_path(output, overwrite, suffixes=RESULT_SUFFIXES, inputs=[image] if from_file else [])
+        if dicom_seg:
+            require_highdicom()
+            check_dicom_seg_input(Path(image) if from_file else None)
+    reference = read_image(image) if from_file else None
+    sources = load_sources(reference.source_files) if dicom_seg else None  # e.g. UIDs blanked: refused now
     key = (str(model), device)
     if key not in _CACHE:
         _CACHE[key] = Segmenter(model, device)
     seg = _CACHE[key]
-    kwargs = dict(tumor=tumor, postprocessing=postprocessing, progress=progress, cancel=cancel, allow_non_hu=allow_non_hu)
-    from .dicomseg import SUFFIX as SEG_SUFFIX
-    from .dicomseg import Algorithm, check_dicom_seg_input, require_highdicom
-    from .io import RESULT_SUFFIXES, ImageData, write_labelmap
-    from .outputs import check_output_path, compound_suffix
-
-    from_file = isinstance(image, (str, Path))
-    if output is not None:  # refuse before spending time on inference
-        check_output_path(output, overwrite, suffixes=RESULT_SUFFIXES, inputs=[image] if from_file else [])
-        if compound_suffix(Path(output)) == SEG_SUFFIX:
-            require_highdicom()
-            check_dicom_seg_input(Path(image) if from_file else None)
     if from_file:
-        result, ref = seg.segment_file(image, **kwargs)
+        result = seg.segment(reference.array, reference.ijk_to_ras, **kwargs)
         if output is not None:
-            write_labelmap(output, result.labelmap, ref, overwrite=overwrite,
-                           algorithm=Algorithm(result.model, seg.version))
+            write_labelmap(output, result.labelmap, reference, overwrite=overwrite,
+                           algorithm=Algorithm(result.model, seg.version), dicom_sources=sources)
         return result
     if ijk_to_ras is None:
         raise ValueError("An in-memory array needs its 4x4 ijk_to_ras matrix.")

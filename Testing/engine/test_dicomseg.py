@@ -82,6 +82,11 @@ def test_dicom_seg_is_refused_for_nifti_or_uid_less_input_before_inference(tmp_p
         ds.save_as(f)
     assert main(["segment", str(blank), "-o", str(tmp_path / "s.dcm")]) == 1
     assert "no StudyInstanceUID" in capsys.readouterr().err
+    from liverseg import segment  # the Python API refuses it before inference too
+    from liverseg.checks import InputError
+
+    with pytest.raises(InputError, match="no StudyInstanceUID"):
+        segment(str(blank), output=tmp_path / "s.dcm")
     assert not (tmp_path / "s.dcm").exists()
 
 
