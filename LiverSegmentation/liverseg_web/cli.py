@@ -15,8 +15,8 @@ def main(argv: list[str] | None = None) -> int:
                     "session (process, scene, temporary files).")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only; "
                    "0.0.0.0 serves the network, without authentication or TLS: put it behind a proxy that has both)")
-    p.add_argument("--port", type=int, default=8080, help="port of the front page (default 8080; sessions use free "
-                   "ports next to it)")
+    p.add_argument("--port", type=int, default=8080, help="port of the front page (default 8080; each session gets a "
+                   "free port chosen by the system)")
     p.add_argument("--max-upload-mb", type=float, default=1024, help="largest upload accepted, in MB (default 1024)")
     p.add_argument("--max-sessions", type=int, default=4, help="sessions at the same time (default 4; each needs "
                    "about 1-2 GB of memory and, while segmenting, the CPU)")
