@@ -51,7 +51,7 @@ class LiverWebApp(TrameApp):
         try:
             _, data = self.liver.result_file(kind)
         except Exception as exc:  # shown on the page; the browser gets no file
-            self.liver._report(str(exc))
+            self.liver.report(str(exc))
             return None
         return self.server.protocol.addAttachment(data)
 

@@ -77,7 +77,8 @@ class LiverLogic:
         state.update({"liver_busy": False, "liver_progress": 0.0, "liver_message": "", "liver_log": "",
                       "liver_error": "", "liver_warnings": [], "liver_status": "Load a CT to start.",
                       "liver_tumor": True, "liver_has_volume": False, "liver_has_result": False, "liver_stats": [],
-                      "liver_max_upload_mb": max_upload_bytes / 1e6})
+                      "liver_max_upload_mb": max_upload_bytes / 1e6,
+                      "liver_upload_refusal": upload_limit_message(max_upload_bytes)})  # the page shows the same text
         ctrl = server.controller
         ctrl.liver_load_sample = self.load_sample
         ctrl.liver_segment = self.segment
@@ -88,7 +89,7 @@ class LiverLogic:
     def state(self):
         return self.server.state
 
-    def _report(self, error: str = "", status: str | None = None) -> None:
+    def report(self, error: str = "", status: str | None = None) -> None:
         self.state.liver_error = error
         if status is not None:
             self.state.liver_status = status
@@ -109,7 +110,7 @@ class LiverLogic:
         chunks, refused = self._chunks, self._upload_refused
         self._chunks, self._upload_bytes, self._upload_refused = [], 0, False
         if refused:
-            self._report(upload_limit_message(self.max_upload_bytes))
+            self.report(upload_limit_message(self.max_upload_bytes))
             return
         upload_dir = self.session_dir / f"upload-{time.monotonic_ns()}"
         upload_dir.mkdir(parents=True)
@@ -122,7 +123,7 @@ class LiverLogic:
         try:
             self.load_files(unpack_upload(paths, upload_dir))
         except Exception as exc:  # a corrupt zip or unreadable image: say so on the page
-            self._report(str(exc))
+            self.report(str(exc))
 
     def load_sample(self) -> None:
         """The public sample CT (LiTS 117), fetched once from PyPI by the engine."""
@@ -131,7 +132,7 @@ class LiverLogic:
         try:
             self.load_files([fetch_sample()["image"]])
         except Exception as exc:
-            self._report(f"Could not load the sample CT: {exc}")
+            self.report(f"Could not load the sample CT: {exc}")
 
     def load_files(self, paths: list[Path]) -> None:
         """A new CT replaces the scene (the previous CT, result and edits of this session are dropped; download
@@ -147,7 +148,7 @@ class LiverLogic:
         self.volume_node, self.result_node = volume, None
         self.state.update({"liver_has_volume": True, "liver_has_result": False, "liver_stats": [],
                            "liver_warnings": [], "liver_log": "", "liver_progress": 0.0})
-        self._report(status=f"Loaded '{volume.GetName()}' ({' x '.join(map(str, volume.GetImageData().GetDimensions()))}). "
+        self.report(status=f"Loaded '{volume.GetName()}' ({' x '.join(map(str, volume.GetImageData().GetDimensions()))}). "
                             "Click Segment liver.")
         self.on_volume_loaded(volume)
 
@@ -162,25 +163,25 @@ class LiverLogic:
         if self.state.liver_busy:
             return
         if self.volume_node is None or self.volume_node.GetScene() is None:
-            self._report("Load a CT first.")
+            self.report("Load a CT first.")
             return
         array = slicer.util.arrayFromVolume(self.volume_node)
         try:
             check_volume(array)
         except InputError as exc:
-            self._report(f"'{self.volume_node.GetName()}': {exc}")
+            self.report(f"'{self.volume_node.GetName()}': {exc}")
             return
         parameters = SegmentationParameters(tumor=bool(self.state.liver_tumor))
         process = SegmentationProcess(array, parameters.to_job(scene.ijk_to_ras(self.volume_node)), self.python)
         try:
             process.start()
         except RuntimeError as exc:
-            self._report(str(exc))
+            self.report(str(exc))
             return
         self.process = process
         self.state.update({"liver_busy": True, "liver_progress": 0.0, "liver_message": "Starting", "liver_log": "",
                            "liver_warnings": []})
-        self._report(status="Segmenting...")
+        self.report(status="Segmenting...")
         self.task = asyncio.get_event_loop().create_task(self._follow(process, self.volume_node.GetID(), parameters.tumor))
 
     async def _follow(self, process, volume_id: str, tumor: bool) -> None:
@@ -199,7 +200,7 @@ class LiverLogic:
                 self._finish(process, volume_id, tumor, time.monotonic() - started)
         except Exception as exc:  # never leave the page spinning
             with self.state:
-                self._report(f"The segmentation failed: {exc}", status="Failed.")
+                self.report(f"The segmentation failed: {exc}", status="Failed.")
         finally:
             self.process = None
             with self.state:
@@ -210,16 +211,16 @@ class LiverLogic:
         from LiverSegmentationLib.process import JobState
 
         if process.state is JobState.CANCELLED:
-            self._report(status="Cancelled; nothing was added.")
+            self.report(status="Cancelled; nothing was added.")
             return
         if process.state is not JobState.SUCCEEDED:
             process.cleanup()
-            self._report(process.error or "The segmentation failed.", status="Failed; nothing was added.")
+            self.report(process.error or "The segmentation failed.", status="Failed; nothing was added.")
             return
         volume = self.app.scene.GetNodeByID(volume_id)
         result = process.result()
         if volume is None or volume is not self.volume_node:
-            self._report("Another CT was loaded during the run; the result was discarded.", status="Discarded.")
+            self.report("Another CT was loaded during the run; the result was discarded.", status="Discarded.")
             return
         editor = self.app.segmentation_editor
         previous = editor.active_segmentation_node
@@ -235,7 +236,7 @@ class LiverLogic:
         self.state.liver_warnings = list(result.summary.get("warnings", []))
         self.state.liver_has_result = True
         self._show_statistics(scene.statistics(result.labelmap, volume))
-        self._report(status=f"Done in {seconds:.1f} s ({result.summary.get('model', '')}, "
+        self.report(status=f"Done in {seconds:.1f} s ({result.summary.get('model', '')}, "
                             f"{result.summary.get('device', '')}). Refine with the brush tools, then download.")
 
     def cancel(self) -> None:

@@ -49,10 +49,7 @@ class LiverPanel(html.Div):
                 change=(
                     "(ev) => { const files = ev.target.files; let total = 0;"
                     " for (const f of files) { total += f.size; }"
-                    " if (total > liver_max_upload_mb * 1e6) {"
-                    "   liver_error = `The upload is larger than this server accepts (${liver_max_upload_mb} MB). "
-                    "Crop or compress the CT (e.g. .nii.gz), or ask the administrator to start the server with a "
-                    "larger --max-upload-mb.`; return; }"
+                    " if (total > liver_max_upload_mb * 1e6) { liver_error = liver_upload_refusal; return; }"
                     f" liver_status = 'Uploading...'; window.load_files_by_chunks(files, {{ trigger_name: '{chunk}' }});"
                     " }"
                 ),
