@@ -63,24 +63,38 @@ def sample():
         pytest.skip(f"the public sample could not be downloaded: {exc}")
 
 
+def _start_launcher(tmp: Path, *args: str) -> tuple[subprocess.Popen, str]:
+    """``liverseg-web`` as installed (no PYTHONPATH), with its own TMPDIR to see that sessions remove their files."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"TMPDIR": str(tmp)}
+    proc = subprocess.Popen([sys.executable, "-m", "liverseg_web", "--port", str(port), *args], env=env,
+                            start_new_session=True)
+    _wait_port(port)
+    return proc, f"http://127.0.0.1:{port}/"
+
+
+def _stop_launcher(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl+C: the launcher stops every session it started
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+
+
+def _session_folders(tmp: Path) -> list[Path]:
+    return list(Path(tmp).glob("liverseg-web-*"))
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """The launcher as the README starts it, with a short idle timeout, a 1 MB upload limit and its own TMPDIR
-    (to see that sessions remove their files)."""
+    """The launcher with a short idle timeout and a 1 MB upload limit."""
     tmp = tmp_path_factory.mktemp("webtmp")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"TMPDIR": str(tmp)}  # as installed
-    proc = subprocess.Popen([sys.executable, "-m", "liverseg_web", "--port", str(port), "--idle-timeout", str(IDLE_S),
-                             "--max-upload-mb", "1", "--max-sessions", "3"], env=env, start_new_session=True)
+    proc, url = _start_launcher(tmp, "--idle-timeout", str(IDLE_S), "--max-upload-mb", "1", "--max-sessions", "4")
     try:
-        _wait_port(port)
-        yield {"url": f"http://127.0.0.1:{port}/", "tmp": tmp, "proc": proc}
+        yield {"url": url, "tmp": tmp, "proc": proc}
     finally:
-        os.killpg(proc.pid, signal.SIGINT)  # the launcher stops every session it started
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        _stop_launcher(proc)
 
 
 @pytest.fixture()
@@ -202,10 +216,9 @@ def test_sample_segment_paint_undo_download(server, browser, sample):
     assert "Liver volume (mL)" in csv_text and "Tumor count" in csv_text
 
 
-def test_sessions_are_separate_limited_and_clean_up(server, browser, tmp_path):
+def test_uploads_sessions_and_idle_cleanup(server, browser, tmp_path):
     """A zip of a DICOM series uploads and loads; an upload over the limit is refused on the page; each visit gets
-    its own session process, up to
-    --max-sessions, then a clear refusal; sessions end after the idle timeout and leave no temporary folder."""
+    its own session; sessions end after the idle timeout and leave no temporary folder."""
     import zipfile
 
     from helpers import write_dicom_series
@@ -234,24 +247,36 @@ def test_sessions_are_separate_limited_and_clean_up(server, browser, tmp_path):
     assert not browser.find_element(By.CSS_SELECTOR, ".liver-segment").is_enabled()  # nothing was loaded
     browser.get("about:blank")  # the tab leaves: its session ends after the idle timeout
 
+    _wait(lambda: not _session_folders(server["tmp"]), IDLE_S + 60, "the sessions to end and remove their folders")
+
+
+def test_session_limit_and_stopping_the_server(tmp_path):
+    """At most --max-sessions sessions, then a clear refusal; Ctrl+C on the server ends every session, and their
+    temporary folders are gone. (Idle timeout long here, so that no session ends by itself during the test.)"""
+
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args, **kwargs):
             return None
 
-    opener = urllib.request.build_opener(NoRedirect)
-    locations, refusal = [], None
-    for _ in range(4):  # --max-sessions 3: at the latest the 4th visit is refused
-        with pytest.raises(urllib.error.HTTPError) as err:
-            opener.open(server["url"], timeout=120)
-        if err.value.code == 503:
-            refusal = err.value.read().decode()
-            break
-        assert err.value.code == 302
-        locations.append(err.value.headers["Location"])
-    assert len(set(locations)) == len(locations)  # every visitor its own session
-    assert refusal is not None and "sessions of this server are in use" in refusal
-
-    def no_session_files():
-        return not list(Path(server["tmp"]).glob("liverseg-web-*"))
-
-    _wait(no_session_files, IDLE_S + 60, "the sessions to end and remove their folders")
+    proc, url = _start_launcher(tmp_path, "--idle-timeout", "600", "--max-sessions", "2")
+    try:
+        opener = urllib.request.build_opener(NoRedirect)
+        codes, locations = [], []
+        for _ in range(3):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                opener.open(url, timeout=180)
+            codes.append(err.value.code)
+            if err.value.code == 302:
+                locations.append(err.value.headers["Location"])
+            else:
+                refusal = err.value.read().decode()
+        assert codes == [302, 302, 503] and len(set(locations)) == 2
+        assert "All 2 sessions of this server are in use" in refusal
+        assert len(_session_folders(tmp_path)) == 2
+    finally:
+        _stop_launcher(proc)
+    assert not _session_folders(tmp_path)
+    for location in locations:  # the session servers are gone too
+        port = int(location.rstrip("/").rsplit(":", 1)[1])
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
