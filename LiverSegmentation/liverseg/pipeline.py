@@ -120,14 +120,6 @@ class Segmenter:
                                   timings=timings, model=self.name, device=str(self.device), warnings=warnings,
                                   roi_slices=roi, slices_run=slices_run)
 
-    def segment_file(self, path: str | Path, series: str | None = None, **kwargs) -> tuple[SegmentationResult, "object"]:
-        """Read a NIfTI/NRRD/MHA file or DICOM folder (``series``: which DICOM series) and segment it; returns the
-        result and the image reference."""
-        from .io import read_image
-
-        image = read_image(path, series=series)
-        return self.segment(image.array, image.ijk_to_ras, **kwargs), image
-
 
 _CACHE: dict[tuple, Segmenter] = {}
 

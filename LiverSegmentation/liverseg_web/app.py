@@ -38,18 +38,17 @@ class LiverWebApp(TrameApp):
         self.volume_logic.set_ui(self.ui.volume_properties)
         self.layout_logic.set_ui(self.ui.layout_button)
         self.mpr_logic.set_ui(self.ui.mpr_interaction_button)
-        self.server.state.update({"trame__title": "Liver Segmentation", "liver_stem": "liver"})
+        self.server.state.trame__title = "Liver Segmentation"
 
     def _show_volume(self, volume) -> None:
         self.slicer_app.display_manager.show_volume(volume, do_reset_views=True)
         self.editor_logic.on_volume_changed(volume)
         self.volume_logic.on_volume_changed(volume)
         self.ui.data.is_volume_loaded = True
-        self.server.state.liver_stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in volume.GetName()) + "_liver"
 
     async def _download(self, kind: str):
         try:
-            _, data = self.liver.result_file(kind)
+            data = self.liver.result_file(kind)
         except Exception as exc:  # shown on the page; the browser gets no file
             self.liver.report(str(exc))
             return None

@@ -18,8 +18,14 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import slicer
 
 from liverseg.checks import InputError, check_volume
+from liverseg.io import ImageData, write_labelmap
+from liverseg.sample import fetch_sample
+from LiverSegmentationLib import scene
+from LiverSegmentationLib.parameters import SegmentationParameters
+from LiverSegmentationLib.process import JobState, SegmentationProcess
 
 log = logging.getLogger("liverseg.web")
 
@@ -77,6 +83,7 @@ class LiverLogic:
         state.update({"liver_busy": False, "liver_progress": 0.0, "liver_message": "", "liver_log": "",
                       "liver_error": "", "liver_warnings": [], "liver_status": "Load a CT to start.",
                       "liver_tumor": True, "liver_has_volume": False, "liver_has_result": False, "liver_stats": [],
+                      "liver_stem": "liver",  # downloads are named <stem>.seg.nrrd etc.
                       "liver_max_upload_mb": max_upload_bytes / 1e6,
                       "liver_upload_refusal": upload_limit_message(max_upload_bytes)})  # the page shows the same text
         ctrl = server.controller
@@ -127,8 +134,6 @@ class LiverLogic:
 
     def load_sample(self) -> None:
         """The public sample CT (LiTS 117), fetched once from PyPI by the engine."""
-        from liverseg.sample import fetch_sample
-
         try:
             self.load_files([fetch_sample()["image"]])
         except Exception as exc:
@@ -146,7 +151,8 @@ class LiverLogic:
                              "zip of one DICOM series).")
         volume = max(volumes, key=lambda v: int(np.prod(v.GetImageData().GetDimensions())))
         self.volume_node, self.result_node = volume, None
-        self.state.update({"liver_has_volume": True, "liver_has_result": False, "liver_stats": [],
+        stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in volume.GetName()) + "_liver"
+        self.state.update({"liver_stem": stem, "liver_has_volume": True, "liver_has_result": False, "liver_stats": [],
                            "liver_warnings": [], "liver_log": "", "liver_progress": 0.0})
         self.report(status=f"Loaded '{volume.GetName()}' ({' x '.join(map(str, volume.GetImageData().GetDimensions()))}). "
                             "Click Segment liver.")
@@ -154,12 +160,6 @@ class LiverLogic:
 
     # ---- segmentation --------------------------------------------------------------------------------------
     def segment(self) -> None:
-        from LiverSegmentationLib import scene
-        from LiverSegmentationLib.parameters import SegmentationParameters
-        from LiverSegmentationLib.process import SegmentationProcess
-
-        import slicer
-
         if self.state.liver_busy:
             return
         if self.volume_node is None or self.volume_node.GetScene() is None:
@@ -185,8 +185,6 @@ class LiverLogic:
         self.task = asyncio.get_event_loop().create_task(self._follow(process, self.volume_node.GetID(), parameters.tumor))
 
     async def _follow(self, process, volume_id: str, tumor: bool) -> None:
-        from LiverSegmentationLib.process import JobState
-
         started = time.monotonic()
         try:
             while process.poll() is JobState.RUNNING:
@@ -207,9 +205,6 @@ class LiverLogic:
                 self.state.liver_busy = False
 
     def _finish(self, process, volume_id: str, tumor: bool, seconds: float) -> None:
-        from LiverSegmentationLib import scene
-        from LiverSegmentationLib.process import JobState
-
         if process.state is JobState.CANCELLED:
             self.report(status="Cancelled; nothing was added.")
             return
@@ -252,39 +247,27 @@ class LiverLogic:
         return node, self.volume_node
 
     def current_labelmap(self) -> np.ndarray:
-        from LiverSegmentationLib import scene
-
         node, volume = self._current_result()
         return scene.labelmap_from_segmentation(node, volume)
 
     def _show_statistics(self, stats: dict) -> None:
-        from LiverSegmentationLib.scene import STATISTICS_COLUMNS
-
         self.state.liver_stats = [{"name": title, "value": f"{float(stats[key]):.1f}" if "count" not in key
-                                   else str(int(stats[key]))} for key, title in STATISTICS_COLUMNS]
+                                   else str(int(stats[key]))} for key, title in scene.STATISTICS_COLUMNS]
 
     def update_statistics(self) -> dict:
         """Statistics of the result as edited now (the table on the page and the CSV)."""
-        from LiverSegmentationLib import scene
-
         stats = scene.statistics(self.current_labelmap(), self.volume_node)
         self._show_statistics(stats)
         return stats
 
-    def result_file(self, kind: str) -> tuple[str, bytes]:
-        """(file name, bytes) of the current result: ``seg.nrrd`` (Slicer segmentation with names, colours and
+    def result_file(self, kind: str) -> bytes:
+        """The current result as a file's bytes: ``seg.nrrd`` (Slicer segmentation with names, colours and
         terminology), ``nii.gz`` (labelmap 0/1/2), ``csv`` (statistics through Slicer's table storage)."""
-        import slicer
-
-        from liverseg.io import ImageData, write_labelmap
-        from LiverSegmentationLib import scene
-
         node, volume = self._current_result()
-        stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in volume.GetName()) + "_liver"
         out_dir = self.session_dir / f"download-{time.monotonic_ns()}"
         out_dir.mkdir(parents=True)
         try:
-            path = out_dir / f"{stem}.{kind}"
+            path = out_dir / f"{self.state.liver_stem}.{kind}"
             if kind == "csv":
                 table = self.app.scene.AddNewNodeByClass("vtkMRMLTableNode", "Liver statistics")
                 try:
@@ -297,7 +280,7 @@ class LiverLogic:
                 write_labelmap(path, scene.labelmap_from_segmentation(node, volume), reference, overwrite=True)
             else:
                 raise ValueError(f"Unknown download {kind!r}.")
-            return path.name, path.read_bytes()
+            return path.read_bytes()
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
 

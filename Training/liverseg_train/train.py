@@ -385,11 +385,14 @@ def _stop_decision(cfg: TrainConfig, state: dict, started: float, epoch: int, di
     elif cfg.time_limit_minutes and (time.time() - started) / 60 > cfg.time_limit_minutes:
         log.info("Time limit reached after epoch %d; run the same command again to resume.", epoch + 1)
         stop = True
-    if distributed:
-        flag = torch.tensor([int(stop)], device=device)
-        torch.distributed.broadcast(flag, src=0)
-        stop = bool(flag.item())
-    return stop
+    return bool(_from_rank0(int(stop), device)) if distributed else stop
+
+
+def _from_rank0(value: int, device) -> int:
+    """Rank 0's value on every rank (decisions only rank 0 can make, or whose inputs differ between ranks)."""
+    flag = torch.tensor([value], device=device)
+    torch.distributed.broadcast(flag, src=0)
+    return int(flag.item())
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -428,7 +431,8 @@ def train(cfg: TrainConfig) -> Path:
         raise ValueError("No training cases left; check train_cases/val_cases/test_cases.")
     card = card_for(cfg, spec, manifest, train_cases)
     network = build_network(cfg.architecture, card["network"])
-    if cfg.init_from and not (out / "checkpoint_last.pt").exists():  # a resumed run continues from its checkpoint
+    ckpt_path = out / "checkpoint_last.pt"
+    if cfg.init_from and not ckpt_path.exists():  # a resumed run continues from its checkpoint
         init_weights(network, cfg.init_from)
     network = network.to(device)
     model = torch.nn.parallel.DistributedDataParallel(network) if distributed else network
@@ -447,7 +451,6 @@ def train(cfg: TrainConfig) -> Path:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
     sampler = (PatchSampler if volumetric else SliceSampler)(arrays, train_cases, spec, cfg, seed=cfg.seed * 1000 + rank)
-    ckpt_path = out / "checkpoint_last.pt"
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         network.load_state_dict(ck["model"])
@@ -506,21 +509,20 @@ def train(cfg: TrainConfig) -> Path:
                 inter += (pred * target).sum(dim=dims).cpu()
                 denom += (pred.sum(dim=dims) + target.sum(dim=dims)).cpu()
         state["epoch"] = epoch + 1
-        state["seconds"] += time.time() - t0
+        epoch_s = time.time() - t0
+        state["seconds"] += epoch_s
         if cfg.time_budget_minutes and state["epoch"] == max(1, cfg.warmup_epochs):
             # The warm-up's learning rate does not depend on the total, so the plan can wait for a measured epoch.
-            planned = plan_epochs(cfg, state["seconds"], time.time() - t0, state["epoch"])
+            planned = plan_epochs(cfg, state["seconds"], epoch_s, state["epoch"])
             if distributed:  # every rank must follow rank 0's plan (same schedule, same stop)
-                flag = torch.tensor([planned], device=device)
-                torch.distributed.broadcast(flag, src=0)
-                planned = int(flag.item())
+                planned = _from_rank0(planned, device)
             state["planned_epochs"] = planned
             if rank == 0:
                 log.info("Time budget %.1f min: %d epochs (%d samples) planned.", cfg.time_budget_minutes, planned,
                          planned * cfg.samples_per_epoch)
         train_dice = (2 * inter / denom.clamp(min=1)).tolist()
         row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "train_dice_liver": train_dice[0],
-               "train_dice_tumor": train_dice[1], "lr": sched.get_last_lr()[0], "seconds": time.time() - t0,
+               "train_dice_tumor": train_dice[1], "lr": sched.get_last_lr()[0], "seconds": epoch_s,
                "val_dice_liver": ""}
         if rank == 0:
             improved = False
