@@ -250,6 +250,15 @@ class LiverLogic:
         node, volume = self._current_result()
         return scene.labelmap_from_segmentation(node, volume)
 
+    def _downloadable_labelmap(self) -> np.ndarray:
+        """The current labelmap, refused when no Liver voxel is left (segment deleted or erased): a file with an
+        empty result would look like a finished segmentation."""
+        labelmap = self.current_labelmap()
+        if not (labelmap >= 1).any():
+            raise RuntimeError("The segmentation has no 'Liver' voxels now (the segment was deleted or erased); "
+                               "nothing was downloaded. Undo the edit or segment the CT again.")
+        return labelmap
+
     def _show_statistics(self, stats: dict) -> None:
         self.state.liver_stats = [{"name": title, "value": f"{float(stats[key]):.1f}" if "count" not in key
                                    else str(int(stats[key]))} for key, title in scene.STATISTICS_COLUMNS]
@@ -263,7 +272,7 @@ class LiverLogic:
     def result_file(self, kind: str) -> bytes:
         """The current result as a file's bytes: ``seg.nrrd`` (Slicer segmentation with names, colours and
         terminology), ``nii.gz`` (labelmap 0/1/2), ``csv`` (statistics through Slicer's table storage)."""
-        node, volume = self._current_result()
+        volume = self._current_result()[1]  # "segment first" before anything is written
         out_dir = self.session_dir / f"download-{time.monotonic_ns()}"
         out_dir.mkdir(parents=True)
         try:
@@ -271,13 +280,15 @@ class LiverLogic:
             if kind == "csv":
                 table = self.app.scene.AddNewNodeByClass("vtkMRMLTableNode", "Liver statistics")
                 try:
-                    scene.fill_statistics_table(table, self.update_statistics())
+                    stats = scene.statistics(self._downloadable_labelmap(), volume)
+                    self._show_statistics(stats)
+                    scene.fill_statistics_table(table, stats)
                     scene.write_table_csv(table, path)
                 finally:
                     self.app.scene.RemoveNode(table)
             elif kind in ("seg.nrrd", "nii.gz"):
                 reference = ImageData.from_array(slicer.util.arrayFromVolume(volume), scene.ijk_to_ras(volume))
-                write_labelmap(path, scene.labelmap_from_segmentation(node, volume), reference, overwrite=True)
+                write_labelmap(path, self._downloadable_labelmap(), reference, overwrite=True)
             else:
                 raise ValueError(f"Unknown download {kind!r}.")
             return path.read_bytes()

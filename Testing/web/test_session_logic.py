@@ -109,3 +109,23 @@ def test_cancel_stops_the_worker_and_adds_nothing(session, tmp_path):
     nodes = session.slicer_app.scene.GetNodesByClass("vtkMRMLSegmentationNode")
     assert all(nodes.GetItemAsObject(i).GetSegmentation().GetNumberOfSegments() == 0
                for i in range(nodes.GetNumberOfItems()))
+
+
+def test_an_erased_result_is_not_downloaded_as_if_it_were_one(session, tmp_path):
+    """After the user erased or deleted the Liver segment, downloads refuse instead of writing an empty result."""
+    from liverseg.benchmark import phantom_ijk_to_ras, synthetic_case
+    from liverseg.io import ImageData, write_image
+    from LiverSegmentationLib import scene
+
+    spacing = (2.5, 0.8, 0.8)
+    volume, label = synthetic_case((20, 96, 96), spacing, tumors=1)
+    liver = session.liver
+    liver.load_files([write_image(tmp_path / "ct.nii.gz", ImageData.from_array(volume, phantom_ijk_to_ras(spacing)))])
+    node = scene.add_result_segmentation(session.slicer_app.scene, liver.volume_node, label)  # as _finish adds it
+    session.slicer_app.segmentation_editor.set_active_segmentation(node, liver.volume_node)
+    session.server.state.liver_has_result = True
+    assert len(liver.result_file("nii.gz")) > 0  # with the result, the download works
+    scene.fill_segmentation(node, liver.volume_node, np.zeros_like(label))  # everything erased
+    for kind in ("nii.gz", "seg.nrrd", "csv"):
+        with pytest.raises(RuntimeError, match="no 'Liver' voxels"):
+            liver.result_file(kind)
