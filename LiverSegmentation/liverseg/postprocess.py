@@ -123,18 +123,30 @@ def near_mask(components: np.ndarray, target: np.ndarray, spacing, distance_mm: 
     return keep[labels]
 
 
-def binary_closing_mm(mask: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
+def _morphology_mm(mask: np.ndarray, spacing, radius_mm: float, op) -> np.ndarray:
+    """``op`` (a scipy binary morphology) with a ball of ``radius_mm``, where the scan's border is not an edge of
+    the organ: the mask is extended past the array by repeating its border voxels.
+
+    Why: a liver cut by the first or last slice of a partial scan (or by the field of view) continues beyond it.
+    With a zero border, the erosion inside a closing ate the edge slice away (the last slice of a 2 mm scan through
+    the liver came out empty)."""
     if radius_mm <= 0:
         return mask
     st = ellipsoid(radius_mm, spacing)
-    return _in_bbox(mask, tuple(s // 2 for s in st.shape), lambda m: ndimage.binary_closing(m, st, border_value=0))
+    r = tuple(s // 2 for s in st.shape)
+    inner = tuple(slice(n, -n or None) for n in r)
+
+    def run(m: np.ndarray) -> np.ndarray:
+        return op(np.pad(m, [(n, n) for n in r], mode="edge"), st)[inner]
+    return _in_bbox(mask, r, run)
+
+
+def binary_closing_mm(mask: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
+    return _morphology_mm(mask, spacing, radius_mm, ndimage.binary_closing)
 
 
 def binary_opening_mm(mask: np.ndarray, spacing, radius_mm: float) -> np.ndarray:
-    if radius_mm <= 0:
-        return mask
-    st = ellipsoid(radius_mm, spacing)
-    return _in_bbox(mask, tuple(s // 2 for s in st.shape), lambda m: ndimage.binary_opening(m, st))
+    return _morphology_mm(mask, spacing, radius_mm, ndimage.binary_opening)
 
 
 def water_look_alikes(liver: np.ndarray, tumor: np.ndarray, image_hu: np.ndarray,

@@ -133,6 +133,32 @@ def test_postprocess_keeps_the_input_grid_and_ignores_empty_input():
     assert lv.shape == empty.shape and not lv.any() and not tu.any()
 
 
+def test_a_liver_cut_by_the_scan_border_keeps_its_edge_slices_and_columns():
+    """A partial scan: the liver runs through the first and last slice and out of the field of view on one side.
+    Closing and opening must treat the border as "continues", not as "ends here" (the last slice of a 2 mm scan
+    used to come out empty)."""
+    from liverseg.postprocess import binary_closing_mm, binary_opening_mm
+
+    spacing = (2.0, 0.7, 0.7)
+    liver = np.zeros((12, 40, 40), bool)
+    liver[:, 10:30, 0:25] = True  # every slice, and the image's first column
+    for radius in (2.0, 5.0):
+        assert np.array_equal(binary_closing_mm(liver, spacing, radius), liver), radius
+        opened = binary_opening_mm(liver, spacing, radius)  # rounds the box's inner corners, nothing else
+        assert np.array_equal(opened[0], opened[6]) and np.array_equal(opened[-1], opened[6]), radius
+        assert opened[:, 14:26, 0].all() and opened.sum() > 0.9 * liver.sum(), radius
+    config = PostprocessConfig(liver_closing_mm=4.0, liver_opening_mm=2.0)
+    lv, _ = postprocess(liver, np.zeros_like(liver), spacing, config)
+    assert np.array_equal(lv, liver)
+    # Away from the border the operations still work: a 1-voxel gap inside the liver is closed, a spur is opened.
+    gapped = liver.copy()
+    gapped[:, 20, 5:20] = False
+    assert binary_closing_mm(gapped, spacing, 2.0)[:, 20, 5:20].all()
+    spur = liver.copy()
+    spur[:, 30:35, 12] = True
+    assert not binary_opening_mm(spur, spacing, 2.0)[:, 32, 12].any()
+
+
 def test_json_safe_turns_non_finite_metrics_into_null():
     import json
 
