@@ -129,6 +129,29 @@ def test_time_budget_plans_the_schedule_and_workers_draw_different_samples(prepa
     assert json.loads((tmp_path / "budget" / "hardware.json").read_text())["loader_workers"] == 2
 
 
+def test_weight_average_is_the_run_model_and_survives_a_resume(prepared, tmp_path):
+    """With ema_decay the run's model file holds the averaged weights (the checkpoint keeps both, and a resumed run
+    goes on averaging), and the latest weights are saved beside it for comparison."""
+    import torch
+
+    from liverseg.modelfile import load_model
+    from liverseg_train.cli import main as train_main
+
+    cfg_path = tmp_path / "cfg.json"
+    run = tmp_path / "ema"
+    for epochs in (1, 2):
+        cfg_path.write_text(json.dumps(_config(prepared, run, architecture="unet", base_channels=4, depth=2,
+                                               epochs=epochs, samples_per_epoch=16, val_cases=[], ema_decay=0.9)))
+        assert train_main(["train", "--config", str(cfg_path)]) == 0
+    ck = torch.load(run / "checkpoint_last.pt", weights_only=True)
+    assert ck["ema"]["updates"] == 2 * 2  # 2 epochs x 16 samples / batch 8
+    averaged = load_model(run / "smoke.safetensors", "cpu").network.state_dict()
+    latest = load_model(run / "smoke.latest-weights.safetensors", "cpu").network.state_dict()
+    for key, value in ck["ema"]["network"].items():
+        assert torch.equal(averaged[key], value) and torch.equal(latest[key], ck["model"][key])
+    assert any(not torch.equal(averaged[k], latest[k]) for k in averaged)
+
+
 def test_sample_stream_workers_are_seeded_apart(prepared):
     import torch
 

@@ -179,3 +179,25 @@ def test_thin_slices_take_neighbours_about_2_mm_apart_in_training_and_inference(
                            TrainConfig(thick_slice_probability=0.0, scan_edge_probability=0.0), seed=0)
     stack, _, spacing = sampler._context_stack(sampler.arrays["c"], 20)
     assert [round(float(v) * 40) for v in stack[:, 0, 0]] == [17, 20, 23] and spacing == pytest.approx(2.1)
+
+
+def test_weight_average_follows_the_ramped_exponential_average_and_leaves_the_network_alone():
+    from liverseg_train.train import WeightAverage
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+    average = WeightAverage(net, decay=0.5)
+    expected = 0.0
+    for n, value in enumerate([1.0, 2.0, 3.0, 4.0], start=1):
+        with torch.no_grad():
+            net.weight.fill_(value)
+        average.update(net)
+        d = min(0.5, (1 + n) / (10 + n))  # ramp: 2/11, 3/12, 4/13, then 0.5
+        expected = d * expected + (1 - d) * value
+        assert average.network.weight.item() == pytest.approx(expected)
+    assert net.weight.item() == 4.0 and net.weight.requires_grad
+    assert not average.network.weight.requires_grad
+    restored = WeightAverage(net, decay=0.5)
+    restored.load_state_dict(average.state_dict())
+    assert restored.updates == 4 and restored.network.weight.item() == pytest.approx(expected)

@@ -76,6 +76,9 @@ class TrainConfig:
     # (a GPU for N minutes), where an epoch count chosen in advance would end mid-schedule or waste the lease. 0: none
     time_budget_minutes: float = 0.0
     loader_workers: int = 0  # processes that draw and augment samples while the network trains (0: in-line)
+    # Exponential moving average of the weights (about the last 1 / (1 - ema_decay) steps): validated and saved
+    # instead of the latest weights, which move from step to step. 0: off
+    ema_decay: float = 0.0
     version: str = "0.1.0"
     # Fine-tuning (see finetune.py): start from this model file's weights instead of random ones, and mix in the
     # cases of a second prepared folder ("replay" of the original training distribution, so that a model tuned on a
@@ -341,6 +344,39 @@ def init_weights(network: torch.nn.Module, model: str) -> None:
                          "model's architecture, base_channels and depth.") from exc
 
 
+class WeightAverage:
+    """Exponential moving average of a network's weights, as a second network of the same architecture.
+
+    Why: with a few training scans the latest weights jump between checkpoints (held-out Dice moved 0.69-0.84
+    between late epochs of one run); an average over the last few hundred steps is a flatter, steadier solution.
+    The decay ramps up from 0 ((1 + n) / (10 + n)) so that short runs are not dominated by their first weights."""
+
+    def __init__(self, network: torch.nn.Module, decay: float):
+        import copy
+
+        self.decay, self.updates = decay, 0
+        self.network = copy.deepcopy(network).eval()
+        for p in self.network.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, network: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for avg, cur in zip(self.network.state_dict().values(), network.state_dict().values()):
+            if avg.is_floating_point():
+                avg.mul_(d).add_(cur.detach(), alpha=1 - d)
+            else:
+                avg.copy_(cur)
+
+    def state_dict(self) -> dict:
+        return {"network": self.network.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.network.load_state_dict(state["network"])
+        self.updates = int(state["updates"])
+
+
 def _dist_info() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
@@ -436,6 +472,7 @@ def train(cfg: TrainConfig) -> Path:
         init_weights(network, cfg.init_from)
     network = network.to(device)
     model = torch.nn.parallel.DistributedDataParallel(network) if distributed else network
+    average = WeightAverage(network, cfg.ema_decay) if cfg.ema_decay else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, cfg.samples_per_epoch // (cfg.batch_size * world))
 
@@ -457,6 +494,10 @@ def train(cfg: TrainConfig) -> Path:
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         state.update(ck["state"])  # the schedule's closure reads this same dict
+        if average is not None:
+            if "ema" not in ck:
+                raise ValueError(f"{ckpt_path} was written without ema_decay; resume with the run's own settings.")
+            average.load_state_dict(ck["ema"])
         if not cfg.time_budget_minutes:  # asking for more epochs on resume extends the run
             state["planned_epochs"] = cfg.epochs
         if rank == 0:
@@ -482,6 +523,8 @@ def train(cfg: TrainConfig) -> Path:
             log.info("TensorBoard not installed; logging to CSV only.")
     csv_path = out / "log.csv"
     best_path = out / f"{cfg.name}.safetensors"
+    # With a weight average, the run's model is the average; the latest weights are kept beside it for comparison.
+    result = average.network if average is not None else network
     started = time.time()
     batches = batch_stream(sampler, cfg, rank, state["epoch"], pin=device.type == "cuda")
     model.train()
@@ -501,6 +544,8 @@ def train(cfg: TrainConfig) -> Path:
             scaler.step(opt)
             scaler.update()
             sched.step()
+            if average is not None:
+                average.update(network)
             losses.append(loss.item())
             bar((step + 1) / steps_per_epoch, f"loss {np.mean(losses):.3f}")
             with torch.no_grad():
@@ -527,7 +572,7 @@ def train(cfg: TrainConfig) -> Path:
         if rank == 0:
             improved = False
             if cfg.val_cases and ((epoch + 1) % cfg.validate_every == 0 or epoch + 1 == cfg.epochs):
-                val = validate(network, card, arrays, cfg.val_cases, device)
+                val = validate(result, card, arrays, cfg.val_cases, device)
                 row["val_dice_liver"] = val["liver_dice"]
                 improved = val["liver_dice"] > state["best"]
                 if improved:
@@ -540,7 +585,9 @@ def train(cfg: TrainConfig) -> Path:
             if improved:
                 card["training"]["best_epoch"] = state["best_epoch"]
                 card["training"]["validation_liver_dice"] = state["best"] if cfg.val_cases else None
-                save_model(best_path, network, card)
+                save_model(best_path, result, card)
+                if average is not None:
+                    save_model(best_path.with_name(f"{cfg.name}.latest-weights.safetensors"), network, card)
             new = not csv_path.exists()
             with csv_path.open("a", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=list(row))
@@ -553,7 +600,8 @@ def train(cfg: TrainConfig) -> Path:
                         writer.add_scalar(k, v, epoch + 1)
             torch.save({"model": network.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                         "state": state, "numpy_rng": json.dumps(sampler.rng.bit_generator.state),
-                        "torch_rng": sampler.gen.get_state(), "torch_global_rng": torch.get_rng_state()}, ckpt_path.with_suffix(".tmp"))
+                        "torch_rng": sampler.gen.get_state(), "torch_global_rng": torch.get_rng_state()}
+                       | ({"ema": average.state_dict()} if average is not None else {}), ckpt_path.with_suffix(".tmp"))
             ckpt_path.with_suffix(".tmp").replace(ckpt_path)
             log.info("epoch %d/%d loss %.4f dice liver %.3f tumor %.3f val %s (%.0f s)", epoch + 1, state["planned_epochs"], row["loss"],
                      train_dice[0], train_dice[1], row["val_dice_liver"], row["seconds"])
