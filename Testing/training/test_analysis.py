@@ -27,6 +27,7 @@ def test_regions_lesion_sizes_and_false_positives():
     ref[small & (ref == 1)] = 2
     pred = ref.copy()
     pred[3:7] = 0  # the tip's lowest 4 slices are missed
+    pred[28, 30:40, 30:40] = 1  # a heart-like false liver above the dome: 100 voxels of 2 mm^3
     pred[small] = 1  # the small lesion is missed (called liver)
     cyst = _ball(shape, (22, 60, 20), 4.0)
     pred[cyst] = 2  # a false lesion near the dome
@@ -38,6 +39,7 @@ def test_regions_lesion_sizes_and_false_positives():
     assert reg["dome"] == pytest.approx(1.0, abs=0.02) and reg["middle"] == pytest.approx(1.0)
     assert reg["tip"] == pytest.approx(2 * 4 / (8 + 4), abs=0.01)  # 4 of 8 tip slices found
     assert a["craniocaudal"]["per_slice"][4] == 0.0
+    assert a["craniocaudal"]["above_dome_ml"] == pytest.approx(0.2) and a["craniocaudal"]["below_tip_ml"] == 0.0
     bins = {r["bin"]: (r["detected"], r["lesions"]) for r in a["detection_by_size"]}
     assert bins == {"<10 mm": (0, 1), "10-20 mm": (0, 0), ">20 mm": (1, 1)}
     (fp,) = a["false_positive_lesions"]
@@ -66,5 +68,6 @@ def test_evaluate_writes_the_failure_mode_report(tmp_path, tiny_model_path, phan
     summary = evaluate_cases(tiny_model_path, find_cases("generic", tmp_path), tmp_path / "rep", device="cpu")
     report = (tmp_path / "rep" / "report.md").read_text()
     assert "## Failure modes" in report and "| p |" in report and "Lesions found by size" in report
+    assert "liver called above the dome / below the tip (mL)" in report
     assert (tmp_path / "rep" / "profile.png").exists()
     assert set(summary["cases"]["p"]["analysis"]["craniocaudal"]["regions"]) == {"dome", "middle", "tip"}

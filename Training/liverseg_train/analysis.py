@@ -30,14 +30,22 @@ def _region_slices(ref_liver: np.ndarray) -> dict[str, np.ndarray]:
     return {"tip": thirds[0], "middle": thirds[1], "dome": thirds[2]}
 
 
-def craniocaudal_profile(pred_liver: np.ndarray, ref_liver: np.ndarray) -> dict:
-    """Per-slice liver Dice over the reference liver's slices (canonical grid) and pooled Dice per third."""
+def craniocaudal_profile(pred_liver: np.ndarray, ref_liver: np.ndarray, spacing) -> dict:
+    """Per-slice liver Dice over the reference liver's slices (canonical grid), pooled Dice per third, and the
+    liver predicted on slices above the reference's dome or below its tip (mL).
+
+    Why the last two: an organ next to the liver that the model takes for liver (the heart above the dome, bowel or
+    kidney below the tip) lies on slices without reference liver, where no third's Dice sees it."""
     z = np.nonzero(ref_liver.any(axis=(1, 2)) | pred_liver.any(axis=(1, 2)))[0]
     per_slice = {int(k): float(dice(pred_liver[k], ref_liver[k])) for k in z}
     regions = {}
     for name, ks in _region_slices(ref_liver).items():
         regions[name] = float(dice(pred_liver[ks], ref_liver[ks])) if len(ks) else None
-    return {"per_slice": per_slice, "regions": regions}
+    ref_z = np.nonzero(ref_liver.any(axis=(1, 2)))[0]
+    per_slice_ml = pred_liver.sum(axis=(1, 2)) * float(np.prod(spacing)) / 1000
+    above = float(per_slice_ml[ref_z.max() + 1:].sum()) if len(ref_z) else None
+    below = float(per_slice_ml[:ref_z.min()].sum()) if len(ref_z) else None
+    return {"per_slice": per_slice, "regions": regions, "above_dome_ml": above, "below_tip_ml": below}
 
 
 def equivalent_diameter_mm(voxels: int, voxel_mm3: float) -> float:
@@ -99,7 +107,7 @@ def analyse_case(image_hu: np.ndarray, ijk_to_ras: np.ndarray, pred: np.ndarray,
     """All of the above for one case given as [k, j, i] arrays with their geometry."""
     t = canonical_transform(image_hu.shape, ijk_to_ras)
     img, p, r = (to_canonical(a, t) for a in (image_hu, pred, ref))
-    out = {"craniocaudal": craniocaudal_profile(p >= LIVER, r >= LIVER)}
+    out = {"craniocaudal": craniocaudal_profile(p >= LIVER, r >= LIVER, t.spacing)}
     if tumor:
         out["detection_by_size"] = detection_by_size(p == TUMOR, r == TUMOR, t.spacing)
         out["false_positive_lesions"] = false_positive_lesions(p == TUMOR, r == TUMOR, r >= LIVER, img, t.spacing)
@@ -133,11 +141,15 @@ def plot_profiles(cases: dict[str, dict], path) -> None:
 def report_lines(cases: dict[str, dict]) -> list[str]:
     """Markdown sections of the failure-mode analysis."""
     lines = ["## Failure modes", "", "![per-slice liver Dice](profile.png)", "",
-             "| case | dome Dice | middle Dice | tip Dice |", "|---|---|---|---|"]
+             "| case | dome Dice | middle Dice | tip Dice | liver called above the dome / below the tip (mL) |",
+             "|---|---|---|---|---|"]
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    ml = lambda v: "n/a" if v is None else f"{v:.1f}"  # noqa: E731
     for cid, a in cases.items():
-        reg = a["craniocaudal"]["regions"]
-        lines.append(f"| {cid} | {fmt(reg['dome'])} | {fmt(reg['middle'])} | {fmt(reg['tip'])} |")
+        cc = a["craniocaudal"]
+        reg = cc["regions"]
+        lines.append(f"| {cid} | {fmt(reg['dome'])} | {fmt(reg['middle'])} | {fmt(reg['tip'])} | "
+                     f"{ml(cc['above_dome_ml'])} / {ml(cc['below_tip_ml'])} |")
     with_tumor = {c: a for c, a in cases.items() if "detection_by_size" in a}
     if with_tumor:
         lines += ["", "Lesions found by size (equivalent-sphere diameter):", "",
