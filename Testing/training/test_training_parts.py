@@ -201,3 +201,25 @@ def test_weight_average_follows_the_ramped_exponential_average_and_leaves_the_ne
     restored = WeightAverage(net, decay=0.5)
     restored.load_state_dict(average.state_dict())
     assert restored.updates == 4 and restored.network.weight.item() == pytest.approx(expected)
+
+
+def test_enhancement_moves_soft_tissue_only_and_keeps_tissue_order():
+    from liverseg_train.augment import enhancement
+
+    window = (-100.0, 400.0)
+    hu = torch.tensor([-100.0, -80.0, 20.0, 50.0, 143.0, 180.0, 300.0, 400.0])
+    image = ((hu - window[0]) / 500).reshape(1, 1, 1, -1).repeat(2, 1, 1, 1)
+    cfg = AugmentConfig(enhancement_hu=(60.0, 60.0), enhancement_probability=1.0, window=window)
+    out = enhancement(image, cfg, torch.Generator().manual_seed(0)) * 500 + window[0]
+    expected = torch.tensor([-100.0, -80.0, 80.0, 110.0, 203.0, 240.0, 300.0, 400.0])  # fat, bone, air stay
+    assert torch.allclose(out[0].flatten(), expected, atol=1e-3) and torch.allclose(out[1].flatten(), expected, atol=1e-3)
+    ramp = torch.linspace(0, 1, 501).reshape(1, 1, 1, -1).repeat(64, 1, 1, 1)
+    for shift in ((-79.0, -79.0), (119.0, 119.0), (-60.0, 90.0)):
+        cfg = AugmentConfig(enhancement_hu=shift, enhancement_probability=0.5, window=window)
+        moved = enhancement(ramp, cfg, torch.Generator().manual_seed(1))
+        assert (moved.diff(dim=-1) >= 0).all(), shift  # monotone: tissue order kept
+    changed = (enhancement(ramp, cfg, torch.Generator().manual_seed(1)) != ramp).flatten(1).any(1)
+    assert 0.2 < changed.float().mean() < 0.8  # about half of the samples
+    assert torch.equal(enhancement(ramp, AugmentConfig(), torch.Generator()), ramp)  # off by default
+    with pytest.raises(ValueError, match="tissue order"):
+        enhancement(ramp, AugmentConfig(enhancement_hu=(-90.0, 0.0), window=window), torch.Generator())

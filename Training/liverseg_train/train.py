@@ -113,6 +113,7 @@ class SliceSampler:
         self.cases = list(cases)
         self.spec, self.cfg = spec, cfg
         self.tumor_cfg = dataclasses.replace(cfg.tumors, window=tuple(spec.window))
+        self.augment_cfg = dataclasses.replace(cfg.augment, window=tuple(spec.window))
         self.rng = np.random.default_rng(seed)
         self.gen = torch.Generator().manual_seed(seed)
         self.liver_slices = {c: np.nonzero((a["label"] >= 1).any(axis=(1, 2)))[0] for c, a in self.arrays.items()}
@@ -208,8 +209,8 @@ class SliceSampler:
         pairs = [self._sample() for _ in range(n)]
         image = torch.from_numpy(np.stack([p[0] for p in pairs]))
         label = torch.from_numpy(np.stack([p[1] for p in pairs]))
-        image, label = geometric(image, label, self.cfg.augment, self.gen)
-        return intensity(image, self.cfg.augment, self.gen), label
+        image, label = geometric(image, label, self.augment_cfg, self.gen)
+        return intensity(image, self.augment_cfg, self.gen), label
 
 
 class PatchSampler(SliceSampler):
