@@ -4,6 +4,7 @@ CSV + TensorBoard logs, and DistributedDataParallel under ``torchrun``.
 """
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import json
@@ -348,13 +349,12 @@ def init_weights(network: torch.nn.Module, model: str) -> None:
 class WeightAverage:
     """Exponential moving average of a network's weights, as a second network of the same architecture.
 
-    Why: with a few training scans the latest weights jump between checkpoints (held-out Dice moved 0.69-0.84
-    between late epochs of one run); an average over the last few hundred steps is a flatter, steadier solution.
-    The decay ramps up from 0 ((1 + n) / (10 + n)) so that short runs are not dominated by their first weights."""
+    Why: with a few training scans the latest weights jump between checkpoints (held-out Dice moved 0.67-0.86
+    between epochs of one run); an average smooths the steps. Measured (README): +0.003 at the end of a full cosine
+    schedule, where the weights hardly move any more; it matters for runs that stop mid-schedule. The decay ramps up
+    from 0 ((1 + n) / (10 + n)) so that short runs are not dominated by their first weights."""
 
     def __init__(self, network: torch.nn.Module, decay: float):
-        import copy
-
         self.decay, self.updates = decay, 0
         self.network = copy.deepcopy(network).eval()
         for p in self.network.parameters():
