@@ -230,7 +230,7 @@ class LiverLogic:
         self.result_node = node
         self.state.liver_warnings = list(result.summary.get("warnings", []))
         self.state.liver_has_result = True
-        self._show_statistics(scene.statistics(result.labelmap, volume))
+        self._show_statistics(result.labelmap)
         self.report(status=f"Done in {seconds:.1f} s ({result.summary.get('model', '')}, "
                             f"{result.summary.get('device', '')}). Refine with the brush tools, then download.")
 
@@ -259,15 +259,16 @@ class LiverLogic:
                                "nothing was downloaded. Undo the edit or segment the CT again.")
         return labelmap
 
-    def _show_statistics(self, stats: dict) -> None:
+    def _show_statistics(self, labelmap: np.ndarray) -> dict:
+        """Statistics of ``labelmap`` on the loaded CT, shown in the page's table and returned."""
+        stats = scene.statistics(labelmap, self.volume_node)
         self.state.liver_stats = [{"name": title, "value": f"{float(stats[key]):.1f}" if "count" not in key
                                    else str(int(stats[key]))} for key, title in scene.STATISTICS_COLUMNS]
+        return stats
 
     def update_statistics(self) -> dict:
         """Statistics of the result as edited now (the table on the page and the CSV)."""
-        stats = scene.statistics(self.current_labelmap(), self.volume_node)
-        self._show_statistics(stats)
-        return stats
+        return self._show_statistics(self.current_labelmap())
 
     def result_file(self, kind: str) -> bytes:
         """The current result as a file's bytes: ``seg.nrrd`` (Slicer segmentation with names, colours and
@@ -280,9 +281,7 @@ class LiverLogic:
             if kind == "csv":
                 table = self.app.scene.AddNewNodeByClass("vtkMRMLTableNode", "Liver statistics")
                 try:
-                    stats = scene.statistics(self._downloadable_labelmap(), volume)
-                    self._show_statistics(stats)
-                    scene.fill_statistics_table(table, stats)
+                    scene.fill_statistics_table(table, self._show_statistics(self._downloadable_labelmap()))
                     scene.write_table_csv(table, path)
                 finally:
                     self.app.scene.RemoveNode(table)
