@@ -13,6 +13,11 @@ import torch
 import torch.nn.functional as F
 
 
+# Soft-tissue band of ``enhancement`` (HU): fully shifted inside, tapering to no shift at fat and at bone. The tapers'
+# widths bound the shift that keeps the curve monotone (tissue order kept).
+ENHANCED_BAND_HU = (-60.0, 20.0, 180.0, 300.0)
+
+
 @dataclass
 class AugmentConfig:
     rotation_deg: float = 15.0
@@ -33,6 +38,12 @@ class AugmentConfig:
     enhancement_hu: tuple[float, float] = (0.0, 0.0)
     enhancement_probability: float = 0.5
     window: tuple[float, float] = (-100.0, 400.0)  # HU at 0 and 1 of the normalised image (set from the model's spec)
+
+    def __post_init__(self):
+        a, b, c, d = ENHANCED_BAND_HU
+        lo, hi = self.enhancement_hu
+        if (lo, hi) != (0, 0) and not (-(b - a) < lo <= hi < d - c):
+            raise ValueError(f"enhancement_hu must lie within ({a - b:g}, {d - c:g}) HU to keep tissue order.")
 
 
 def geometric(image: torch.Tensor, label: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,11 +110,6 @@ def tissue_contrast(image: torch.Tensor, amount: float, gen: torch.Generator, kn
     return (lo + (hi - lo) * t).reshape(image.shape)
 
 
-# Soft-tissue band of ``enhancement`` (HU): fully shifted inside, tapering to no shift at fat and at bone. The tapers'
-# widths bound the shift that keeps the curve monotone (tissue order kept).
-ENHANCED_BAND_HU = (-60.0, 20.0, 180.0, 300.0)
-
-
 def enhancement(image: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
     """Mimic another contrast phase: shift the soft-tissue band (liver ~50 HU without contrast, 100-150 HU portal-
     venous) by one random amount per sample, leaving fat, air and bone where they are.
@@ -114,9 +120,7 @@ def enhancement(image: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -
     lo_shift, hi_shift = cfg.enhancement_hu
     if lo_shift == hi_shift == 0 or cfg.enhancement_probability <= 0:
         return image
-    a, b, c, d = ENHANCED_BAND_HU
-    if not (-(b - a) < lo_shift <= hi_shift < d - c):
-        raise ValueError(f"enhancement_hu must lie within ({a - b:g}, {d - c:g}) HU to keep tissue order.")
+    a, b, c, d = ENHANCED_BAND_HU  # the shift's bounds were checked when the config was made
     w_lo, w_hi = cfg.window
     hu = image * (w_hi - w_lo) + w_lo
     n = image.shape[0]
