@@ -36,13 +36,13 @@ def craniocaudal_profile(pred_liver: np.ndarray, ref_liver: np.ndarray, spacing)
 
     Why the last two: an organ next to the liver that the model takes for liver (the heart above the dome, bowel or
     kidney below the tip) lies on slices without reference liver, where no third's Dice sees it."""
-    z = np.nonzero(ref_liver.any(axis=(1, 2)) | pred_liver.any(axis=(1, 2)))[0]
+    per_slice_ml = pred_liver.sum(axis=(1, 2)) * float(np.prod(spacing)) / 1000
+    ref_z = np.nonzero(ref_liver.any(axis=(1, 2)))[0]
+    z = np.union1d(ref_z, np.nonzero(per_slice_ml)[0])
     per_slice = {int(k): float(dice(pred_liver[k], ref_liver[k])) for k in z}
     regions = {}
     for name, ks in _region_slices(ref_liver).items():
         regions[name] = float(dice(pred_liver[ks], ref_liver[ks])) if len(ks) else None
-    ref_z = np.nonzero(ref_liver.any(axis=(1, 2)))[0]
-    per_slice_ml = pred_liver.sum(axis=(1, 2)) * float(np.prod(spacing)) / 1000
     above = float(per_slice_ml[ref_z.max() + 1:].sum()) if len(ref_z) else None
     below = float(per_slice_ml[:ref_z.min()].sum()) if len(ref_z) else None
     return {"per_slice": per_slice, "regions": regions, "above_dome_ml": above, "below_tip_ml": below}
