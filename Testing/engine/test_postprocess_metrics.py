@@ -192,6 +192,38 @@ def test_water_density_look_alikes_are_not_tumor():
     assert (tu & cyst).any() and (tu & gall).any()
 
 
+def test_tumor_that_looks_like_the_liver_around_it_is_liver():
+    """A "lesion" of the surrounding liver's density and texture is liver (a model's false tumor on a darker,
+    non-contrast liver); a subtle lesion 25 HU darker, a rim-enhancing one and a heterogeneous one whose median
+    happens to equal the liver's all stay tumor; the same liver, brighter (another contrast phase), gives the same
+    answer because the rule compares with each lesion's own surroundings; rule off keeps the look-alike."""
+    shape, spacing = (24, 80, 80), (2.0, 1.0, 1.0)
+    zz, yy, xx = np.ogrid[:24, :80, :80]
+    liver = np.zeros(shape, bool)
+    liver[2:22, 5:75, 5:75] = True
+
+    def ball(cy, cx, r=7.0):
+        return ((zz - 12) * 2.0) ** 2 + (yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2
+    look_alike, subtle, rim, mixed = ball(22, 22), ball(22, 58), ball(58, 22), ball(58, 58)
+    rng = np.random.default_rng(0)
+    for liver_hu in (55.0, 140.0):
+        image = np.where(liver, liver_hu, -80.0) + rng.normal(0, 10, shape)
+        image[look_alike] += 2.0
+        image[subtle] -= 25.0
+        image[rim] -= 45.0
+        image[rim & ~ball(58, 22, 5.0)] += 100.0  # an enhancing ring around a dark core
+        image[mixed] += rng.choice([-60.0, 0.0, 60.0], mixed.sum())  # median: the liver's; far less homogeneous
+        tumor = look_alike | subtle | rim | mixed
+        config = PostprocessConfig(fill_liver_holes=False, liver_closing_mm=0, water_hu=None)
+        lv, tu = postprocess(liver, tumor, spacing, config, image_hu=image)
+        assert not (tu & look_alike).any() and lv[look_alike].all(), liver_hu
+        for lesion in (subtle, rim, mixed):
+            assert (tu & lesion).sum() == lesion.sum(), liver_hu
+    config = PostprocessConfig(fill_liver_holes=False, liver_closing_mm=0, water_hu=None, parenchyma_max_delta_hu=None)
+    lv, tu = postprocess(liver, tumor, spacing, config, image_hu=image)
+    assert (tu & look_alike).sum() == look_alike.sum()
+
+
 def test_longest_axial_diameter_is_the_recist_measure():
     """A 20 x 10 mm ellipse-free rectangle lesion on 0.5 mm pixels: its longest in-plane diameter is the diagonal of
     the outline's pixel centres; a taller but thinner lesion does not win on slice count; empty gives 0."""
