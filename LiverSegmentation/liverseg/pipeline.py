@@ -15,7 +15,7 @@ from .inference import EnsemblePredictor, InferenceOptions, make_predictor
 from .metrics import labelmap_statistics, longest_axial_diameter_mm
 from .modelfile import LoadedModel, load_model
 from .orientation import canonical_transform, from_canonical, to_canonical, voxel_spacing
-from .plausibility import check_result, mirror_warning
+from .plausibility import NoLiverFound, check_result, mirror_warning
 from .postprocess import PostprocessConfig, postprocess, to_labelmap
 from .progress import CancelToken, ProgressCallback, Reporter
 from .registry import model_members, resolve_model_path
@@ -64,7 +64,8 @@ class Segmenter:
                 require_liver: bool = True) -> SegmentationResult:
         """Segment a [k, j, i] CT array in HU whose voxel-to-RAS geometry is ``ijk_to_ras`` (4x4).
 
-        An empty result raises :class:`liverseg.plausibility.NoLiverFound` (never a silent empty segmentation);
+        An empty result, or a complete "liver" far smaller than any liver, raises
+        :class:`liverseg.plausibility.NoLiverFound` (never a silent empty or stray segmentation);
         ``require_liver=False`` returns it instead (the benchmark times phantoms; evaluations score an empty result 0). Partial coverage, a liver on the
         patient's left and unusual volumes come back as ``warnings``."""
         report = Reporter(progress, cancel)
@@ -98,7 +99,12 @@ class Segmenter:
         liver, tumor_mask = postprocess(liver, tumor_mask, transform.spacing, postprocessing, image_hu=canonical)
         report.check()
         if liver.any() or require_liver:
-            checks = check_result(liver, canonical, transform.spacing)  # raises NoLiverFound for an empty result
+            try:
+                checks = check_result(liver, canonical, transform.spacing)  # raises NoLiverFound: empty, or no liver
+            except NoLiverFound as error:
+                if require_liver:
+                    raise
+                checks = [str(error)]  # scored as it is (an evaluation, the benchmark)
             probe = getattr(self.predictor, "predictors", [self.predictor])[0]  # an ensemble: its first member
             if not probe.spec.volumetric:
                 if probe_pixels is None:  # no coarse pass ran (no liver ROI, or a single slice)

@@ -48,9 +48,22 @@ def test_a_liver_on_the_patients_left_is_reported():
 
 def test_unusual_volume_of_a_complete_liver_is_flagged():
     small = np.zeros((100, 200, 200), bool)
-    small[40:50, 80:120, 40:80] = True  # 10 x 40 x 40 voxels x 2 mm^3 = 32 mL
+    small[40:65, 80:120, 40:80] = True  # 25 x 40 x 40 voxels x 2 mm^3 = 80 mL
     (warning,) = check_result(small, _body(), SPACING)
-    assert "32 mL" in warning and "unusual" in warning
+    assert "80 mL" in warning and "unusual" in warning
+
+
+def test_a_complete_liver_smaller_than_any_liver_is_no_liver():
+    """Scattered voxels on a scan that misses the liver are not a result; the same small volume where the scan
+    ends inside the liver (its dome on the last slice) is a partial liver and is kept, with the warning."""
+    stray = np.zeros((100, 200, 200), bool)
+    stray[40:45, 80:100, 40:60] = True  # 5 x 20 x 20 voxels x 2 mm^3 = 4 mL
+    with pytest.raises(NoLiverFound, match="4.0 mL"):
+        check_result(stray, _body(), SPACING)
+    dome = np.zeros((100, 200, 200), bool)
+    dome[95:, 80:100, 40:60] = True
+    (warning,) = check_result(dome, _body(), SPACING)
+    assert "highest (superior) slice" in warning and "partial" in warning
 
 
 def test_cli_reports_an_empty_result_as_an_error_and_writes_nothing(tmp_path, phantom, constant_model, capsys):

