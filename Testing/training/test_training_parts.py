@@ -223,3 +223,14 @@ def test_enhancement_moves_soft_tissue_only_and_keeps_tissue_order():
     assert torch.equal(enhancement(ramp, AugmentConfig(), torch.Generator()), ramp)  # off by default
     with pytest.raises(ValueError, match="tissue order"):
         enhancement(ramp, AugmentConfig(enhancement_hu=(-90.0, 0.0), window=window), torch.Generator())
+
+
+@pytest.mark.parametrize("window", [(-100.0, 400.0), (-200.0, 800.0)])
+def test_window_jitter_is_in_hounsfield_units_of_the_models_window(window):
+    """window_jitter_hu shifts the image by at most that many HU whatever the model's window (it assumed a 500 HU
+    wide window before: a 1000 HU model got twice the jitter)."""
+    cfg = AugmentConfig(brightness=0.0, contrast=(1.0, 1.0), gamma=(1.0, 1.0), noise_std=0.0, low_dose_probability=0.0,
+                        tissue_contrast=0.0, kernel_probability=0.0, window_jitter_hu=20.0, window=window)
+    image = torch.full((256, 3, 8, 8), 0.5)
+    shift_hu = (intensity(image, cfg, torch.Generator().manual_seed(0)) - 0.5) * (window[1] - window[0])
+    assert shift_hu.abs().max() <= 20.0 + 1e-3 and shift_hu.abs().max() > 15.0
