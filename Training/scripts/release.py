@@ -24,6 +24,8 @@ LIMITATIONS = [
     "class was learned from synthetic lesions only.",
     "Homogeneous water-density lesions are reported as cysts (liver) or gallbladder/fluid (background), not tumor, by "
     "the engine's postprocessing: fully cystic or necrotic tumors are missed.",
+    "A lesion whose median density is within 10 HU of the liver around it, and no less homogeneous, is reported as liver "
+    "by the engine's postprocessing: iso-attenuating lesions are missed.",
     "Portal-venous adult abdominal CT; other phases, paediatric and post-surgical livers untested.",
     "2.5D network at 2 mm in-plane pixels: fine boundary detail below that is interpolated.",
 ]
