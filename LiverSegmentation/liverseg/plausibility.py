@@ -6,9 +6,10 @@ question. These checks run on the canonical masks (slices inferior -> superior, 
 patient right -> left, see :mod:`liverseg.orientation`) after postprocessing:
 
 - no liver at all: :class:`NoLiverFound` (an error: nothing is written, the module shows it);
-- a "liver" that the scan holds completely but that is far smaller than any liver (:data:`MIN_LIVER_ML`): the
-  same error. Measured on slabs of real CT below or above the liver: the network leaves 0.03-1.2 mL of scattered
-  "liver" there, which would otherwise be written as a result;
+- a "liver" that the scan holds completely but that is far smaller than any liver (:data:`MIN_LIVER_ML`), or a
+  sliver at the scan's edge (:data:`MIN_PARTIAL_LIVER_ML`): the same error. Measured on slabs of real CT below or
+  above the liver: the network leaves 0.03-1.2 mL of scattered "liver" there (0.9 mL at the edge of a 4-slice
+  chest slab), which would otherwise be written as a result;
 - the liver reaches the first/last slice or the edge of the field of view: the scan does not hold the whole liver,
   so its volume (and any tumor burden) is partial; a warning says so and by which edge;
 - the liver's centre lies on the patient's left of the body's centre: a left-right flipped header, or situs
@@ -27,6 +28,7 @@ from .checks import InputError
 EDGE_AREA_MM2 = 100.0  # liver cut over at least 1 cm^2 of an edge face: the scan ends inside the liver
 LIVER_ML = (400.0, 5000.0)
 MIN_LIVER_ML = 50.0  # a complete liver smaller than this is not a liver (a newborn's is about 100-150 mL)
+MIN_PARTIAL_LIVER_ML = 5.0  # less than this where the scan ends inside the liver: too little to be worth a result
 BODY_HU = -500.0  # voxels denser than this are the body (air and the table's foam are below)
 LEFT_MARGIN = 0.05  # fraction of the body's width the liver's centre may lie left of the body's centre
 # Coarse-pass liver area of the mirrored image over the image as given: 0.13-0.60 on correctly stored CT and
@@ -52,10 +54,11 @@ def check_result(liver: np.ndarray, image_hu: np.ndarray, spacing: tuple[float, 
                              ("right edge", liver[:, :, 0], dz * dy), ("left edge", liver[:, :, -1], dz * dy)):
         if float(face.sum()) * area >= EDGE_AREA_MM2:
             cut.append(name)
-    if not cut and volume_ml < MIN_LIVER_ML:
-        raise NoLiverFound(f"No liver was found in this volume: only {volume_ml:.1f} mL of liver-like tissue, far less "
-                           "than any liver. Does the scan cover the liver? (A scan that ends inside the liver is "
-                           "segmented; one that misses it is not.) Nothing was written.")
+    if volume_ml < (MIN_PARTIAL_LIVER_ML if cut else MIN_LIVER_ML):
+        raise NoLiverFound(f"No liver was found in this volume: only {volume_ml:.1f} mL of liver-like tissue"
+                           f"{' at the edge of the scan' if cut else ', far less than any liver'}. Does the scan cover "
+                           "the liver? (A scan that ends inside the liver is segmented; one that misses it is not.) "
+                           "Nothing was written.")
     if cut:
         warnings.append(f"The liver reaches the {' and the '.join(cut)} of the scan: the scan does not hold the whole "
                         f"liver, so the liver volume ({volume_ml:.0f} mL here) and the tumor burden are partial.")

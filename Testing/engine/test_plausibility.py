@@ -54,16 +54,19 @@ def test_unusual_volume_of_a_complete_liver_is_flagged():
 
 
 def test_a_complete_liver_smaller_than_any_liver_is_no_liver():
-    """Scattered voxels on a scan that misses the liver are not a result; the same small volume where the scan
-    ends inside the liver (its dome on the last slice) is a partial liver and is kept, with the warning."""
+    """Scattered voxels on a scan that misses the liver are not a result; a small volume where the scan ends inside
+    the liver (its dome on the last slice) is a partial liver and is kept, with the warning, unless it is a sliver
+    under 5 mL."""
     stray = np.zeros((100, 200, 200), bool)
     stray[40:45, 80:100, 40:60] = True  # 5 x 20 x 20 voxels x 2 mm^3 = 4 mL
     with pytest.raises(NoLiverFound, match="4.0 mL"):
         check_result(stray, _body(), SPACING)
     dome = np.zeros((100, 200, 200), bool)
-    dome[95:, 80:100, 40:60] = True
+    dome[95:, 70:110, 30:70] = True  # 5 x 40 x 40 voxels x 2 mm^3 = 16 mL
     (warning,) = check_result(dome, _body(), SPACING)
     assert "highest (superior) slice" in warning and "partial" in warning
+    with pytest.raises(NoLiverFound, match="4.0 mL of liver-like tissue at the edge"):  # a sliver is not a result
+        check_result(np.roll(stray, 55, axis=0), _body(), SPACING)
 
 
 def test_cli_reports_an_empty_result_as_an_error_and_writes_nothing(tmp_path, phantom, constant_model, capsys):

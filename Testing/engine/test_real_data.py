@@ -132,7 +132,8 @@ def test_a_thin_slice_partial_scan_keeps_the_liver_on_its_first_and_last_slice()
 @pytest.mark.slow
 def test_a_scan_that_misses_the_liver_is_refused_and_one_that_ends_in_its_dome_is_kept():
     """Partial scans: slabs of the lower abdomen and pelvis below the liver (the network left 0.03 and 0.35 mL of
-    scattered "liver" there, written as a result before) are refused with NoLiverFound; the 12 highest CHAOS slices
+    scattered "liver" there, written as a result before) and a chest slab above the dome are refused with
+    NoLiverFound; the 12 highest CHAOS slices
     (chest and the top of the dome, about 25 mL of reference liver) are segmented and reported as partial."""
     from liverseg import NoLiverFound, Segmenter
 
@@ -147,6 +148,8 @@ def test_a_scan_that_misses_the_liver_is_refused_and_one_that_ends_in_its_dome_i
     for k0, k1 in ((0, 30), (40, 68)):  # the liver starts at slice 70 of this scan
         with pytest.raises(NoLiverFound):
             seg.segment(*slab("ts_example_ct_3mm", k0, k1))
+    with pytest.raises(NoLiverFound):  # 4 slices of chest above the dome: a 0.9 mL sliver at the slab's edge
+        seg.segment(*slab("chaos_eval_ct", 0, 4))
     result = seg.segment(*slab("chaos_eval_ct", 0, 12))  # slice 0 is the scan's top
     assert result.statistics["liver_volume_ml"] > 10, result.statistics
     assert any("partial" in w for w in result.warnings), result.warnings
