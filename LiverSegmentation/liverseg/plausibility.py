@@ -40,6 +40,20 @@ class NoLiverFound(InputError):
     """The model found no liver in the volume."""
 
 
+LOWEST, HIGHEST = "lowest (inferior) slice", "highest (superior) slice"
+
+
+def cut_faces(liver: np.ndarray, spacing: tuple[float, float, float]) -> list[str]:
+    """The faces of the scan (its first/last slice, the field of view's edges) where the canonical liver mask is cut
+    over at least :data:`EDGE_AREA_MM2`: there the scan ends inside the liver."""
+    dz, dy, dx = spacing
+    return [name for name, face, area in (
+        (LOWEST, liver[0], dy * dx), (HIGHEST, liver[-1], dy * dx),
+        ("anterior edge", liver[:, 0, :], dz * dx), ("posterior edge", liver[:, -1, :], dz * dx),
+        ("right edge", liver[:, :, 0], dz * dy), ("left edge", liver[:, :, -1], dz * dy))
+        if float(face.sum()) * area >= EDGE_AREA_MM2]
+
+
 def check_result(liver: np.ndarray, image_hu: np.ndarray, spacing: tuple[float, float, float]) -> list[str]:
     """Warnings about a canonical liver mask (``spacing`` in mm, canonical order); raises :class:`NoLiverFound`."""
     if not liver.any():
@@ -48,12 +62,7 @@ def check_result(liver: np.ndarray, image_hu: np.ndarray, spacing: tuple[float, 
     warnings = []
     dz, dy, dx = spacing
     volume_ml = float(liver.sum()) * dz * dy * dx / 1000.0
-    cut = []
-    for name, face, area in (("lowest (inferior) slice", liver[0], dy * dx), ("highest (superior) slice", liver[-1], dy * dx),
-                             ("anterior edge", liver[:, 0, :], dz * dx), ("posterior edge", liver[:, -1, :], dz * dx),
-                             ("right edge", liver[:, :, 0], dz * dy), ("left edge", liver[:, :, -1], dz * dy)):
-        if float(face.sum()) * area >= EDGE_AREA_MM2:
-            cut.append(name)
+    cut = cut_faces(liver, spacing)
     if volume_ml < (MIN_PARTIAL_LIVER_ML if cut else MIN_LIVER_ML):
         raise NoLiverFound(f"No liver was found in this volume: only {volume_ml:.1f} mL of liver-like tissue"
                            f"{' at the edge of the scan' if cut else ', far less than any liver'}. Does the scan cover "
@@ -79,10 +88,21 @@ def check_result(liver: np.ndarray, image_hu: np.ndarray, spacing: tuple[float, 
     return warnings
 
 
-def mirror_warning(area_mm2: float, mirrored_area_mm2: float) -> str | None:
-    """A warning when the network finds clearly more liver in the left-right mirrored image (coarse-pass areas)."""
-    if mirrored_area_mm2 > MIRROR_RATIO * max(area_mm2, 1.0):
-        return ("The network finds more liver when the image is mirrored left-right "
-                f"({mirrored_area_mm2 / 100:.0f} vs {area_mm2 / 100:.0f} cm^2 on sample slices): the image's left-right "
-                "orientation is probably wrong in its header, and the result may be another organ. Check the header.")
-    return None
+def mirror_warning(area_mm2: float, mirrored_area_mm2: float, top_of_liver_only: bool = False) -> str | None:
+    """A warning when the network finds clearly more liver in the left-right mirrored image (coarse-pass areas).
+
+    ``top_of_liver_only``: the scan ends inside the liver at its lowest slice and holds the dome (e.g. a chest CT or
+    an upper-abdomen slab). There the check also fires with a correct header (measured on the top 8-16 slices of a 2 mm CT:
+    the heart, mirrored onto the liver's side, is taken for liver), so the warning says so instead of blaming the
+    header; it is kept because a mirrored header on such a scan looks the same to this check."""
+    if mirrored_area_mm2 <= MIRROR_RATIO * max(area_mm2, 1.0):
+        return None
+    found = (f"The network finds more liver when the image is mirrored left-right ({mirrored_area_mm2 / 100:.0f} vs "
+             f"{area_mm2 / 100:.0f} cm^2 on sample slices)")
+    if top_of_liver_only:
+        return (f"{found}. The scan ends inside the liver at its lowest slice; on scans of the top of the liver and "
+                "the heart the mirrored heart can look like liver to the network even with a correct header: check "
+                "that the result is the liver (not the heart or the spleen) and, if it is not, the image's left-right "
+                "orientation in its header.")
+    return (f"{found}: the image's left-right orientation is probably wrong in its header, and the result may be "
+            "another organ. Check the header.")
