@@ -64,7 +64,7 @@ class Segmenter:
                 require_liver: bool = True) -> SegmentationResult:
         """Segment a [k, j, i] CT array in HU whose voxel-to-RAS geometry is ``ijk_to_ras`` (4x4).
 
-        An empty result, or a complete "liver" far smaller than any liver, raises
+        An empty result, or a "liver" too small to be one (:mod:`liverseg.plausibility`), raises
         :class:`liverseg.plausibility.NoLiverFound` (never a silent empty or stray segmentation);
         ``require_liver=False`` returns it instead (the benchmark times phantoms; evaluations score an empty result 0). Partial coverage, a liver on the
         patient's left and unusual volumes come back as ``warnings``."""

@@ -92,9 +92,9 @@ def mirror_warning(area_mm2: float, mirrored_area_mm2: float, top_of_liver_only:
     """A warning when the network finds clearly more liver in the left-right mirrored image (coarse-pass areas).
 
     ``top_of_liver_only``: the scan ends inside the liver at its lowest slice and holds the dome (e.g. a chest CT or
-    an upper-abdomen slab). There the check also fires with a correct header (measured on slabs of 4-16 slices within the top 16
-    of a 2 mm CT: 1.5x to 8.7x; the heart, mirrored onto the liver's side, is taken for liver), so the warning says so instead of blaming the
-    header; it is kept because a mirrored header on such a scan looks the same to this check."""
+    an upper-abdomen slab). There the check also fires with a correct header (slabs of 4-16 slices within the top 16
+    of a 2 mm CT: 1.5x to 8.7x; the heart, mirrored onto the liver's side, is taken for liver), so the warning says
+    so instead of blaming the header; it is kept because a mirrored header on such a scan looks the same to it."""
     if mirrored_area_mm2 <= MIRROR_RATIO * max(area_mm2, 1.0):
         return None
     found = (f"The network finds more liver when the image is mirrored left-right ({mirrored_area_mm2 / 100:.0f} vs "

@@ -223,7 +223,8 @@ def postprocess(liver: np.ndarray, tumor: np.ndarray, spacing: tuple[float, floa
 def parenchyma_look_alikes(liver: np.ndarray, tumor: np.ndarray, image_hu: np.ndarray, spacing,
                            config: PostprocessConfig) -> np.ndarray:
     """Tumor components that look like the liver around them: their median density lies within
-    ``parenchyma_max_delta_hu`` of the surrounding liver's and they are no more heterogeneous than it.
+    ``parenchyma_max_delta_hu`` of the surrounding liver's, and their SD exceeds the surrounding liver's by less
+    than that much (a heterogeneous lesion whose median happens to match stays tumor).
 
     Why: a lesion is, by definition of what a reader can see, tissue that differs from the parenchyma. On unseen CT
     whose liver is darker than the training livers (a non-contrast scan, measured on a held-out 11-slice slab), a
