@@ -153,6 +153,13 @@ def binary_opening_mm(mask: np.ndarray, spacing, radius_mm: float) -> np.ndarray
     return _morphology_mm(mask, spacing, radius_mm, ndimage.binary_opening)
 
 
+def _interior_hu(component: np.ndarray, image_hu: np.ndarray) -> np.ndarray:
+    """HU of a component's interior (in-plane erosion; the whole component when that leaves under 10 voxels): the
+    border voxels mix in the surrounding tissue (partial volume), so density and homogeneity are judged inside."""
+    interior = ndimage.binary_erosion(component, structure=_INPLANE)
+    return image_hu[interior if interior.sum() >= 10 else component].astype(np.float32)
+
+
 def water_look_alikes(liver: np.ndarray, tumor: np.ndarray, image_hu: np.ndarray,
                       config: PostprocessConfig) -> tuple[np.ndarray, np.ndarray]:
     """Tumor components of homogeneous water density: (cysts inside the liver, gallbladder/fluid at its edge).
@@ -166,9 +173,7 @@ def water_look_alikes(liver: np.ndarray, tumor: np.ndarray, image_hu: np.ndarray
     for i, sl in enumerate(ndimage.find_objects(labels), start=1):
         sl = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in sl)
         comp = labels[sl] == i
-        # Density and homogeneity of the interior: the border voxels mix in the surrounding tissue (partial volume).
-        interior = ndimage.binary_erosion(comp, structure=_INPLANE)
-        values = image_hu[sl][interior if interior.sum() >= 10 else comp].astype(np.float32)
+        values = _interior_hu(comp, image_hu[sl])
         if not (lo <= float(values.mean()) <= hi and float(values.std()) <= config.water_max_std_hu):
             continue
         border = ndimage.binary_dilation(comp, structure=_FULL) & ~comp
@@ -241,8 +246,7 @@ def parenchyma_look_alikes(liver: np.ndarray, tumor: np.ndarray, image_hu: np.nd
         ring = ndimage.binary_dilation(comp, ball) & liver[sl] & ~comp
         if ring.sum() < 10:  # no liver around it to compare with
             continue
-        interior = ndimage.binary_erosion(comp, structure=_INPLANE)  # border voxels mix in the surroundings
-        values = image_hu[sl][interior if interior.sum() >= 10 else comp].astype(np.float32)
+        values = _interior_hu(comp, image_hu[sl])
         around = image_hu[sl][ring].astype(np.float32)
         if (abs(float(np.median(values)) - float(np.median(around))) < config.parenchyma_max_delta_hu
                 and float(values.std()) <= float(around.std()) + config.parenchyma_max_delta_hu):
