@@ -109,6 +109,14 @@ def test_default_model_never_reports_a_partial_or_mirrored_scan_as_plain_success
     assert any("unusual" in w for w in result.warnings), result.warnings
 
 
+def _slab(case: str, k0: int, k1: int) -> tuple[np.ndarray, np.ndarray]:
+    """Slices k0..k1-1 of a shared case as a partial scan: its array and its own voxel-to-RAS matrix."""
+    image = read_image(shared_case(case)[0])
+    shift = np.eye(4)
+    shift[2, 3] = k0  # voxel (i, j, 0) of the slab is voxel (i, j, k0) of the scan
+    return np.ascontiguousarray(image.array[k0:k1]), image.ijk_to_ras @ shift
+
+
 @pytest.mark.slow
 def test_a_thin_slice_partial_scan_keeps_the_liver_on_its_first_and_last_slice():
     """16 slices of 2 mm cut from the middle of the CHAOS liver (a partial scan whose first and last slices go
@@ -117,13 +125,9 @@ def test_a_thin_slice_partial_scan_keeps_the_liver_on_its_first_and_last_slice()
     from liverseg import Segmenter
     from liverseg.metrics import dice
 
-    img_path, lab_path = shared_case("chaos_eval_ct")
-    image, label = read_image(img_path), read_image(lab_path).array
     k0, k1 = 30, 46
-    shift = np.eye(4)
-    shift[2, 3] = k0  # voxel (i, j, 0) of the slab is voxel (i, j, k0) of the scan
-    result = Segmenter(None, "cpu").segment(np.ascontiguousarray(image.array[k0:k1]), image.ijk_to_ras @ shift)
-    ref = label[k0:k1] >= 1
+    result = Segmenter(None, "cpu").segment(*_slab("chaos_eval_ct", k0, k1))
+    ref = read_image(shared_case("chaos_eval_ct")[1]).array[k0:k1] >= 1
     per_slice = [dice(result.labelmap[k] >= 1, ref[k]) for k in range(k1 - k0)]
     assert min(per_slice[0], per_slice[-1]) > 0.8 and min(per_slice[0], per_slice[-1]) > min(per_slice[1:-1]) - 0.1, per_slice
     assert any("partial" in w for w in result.warnings), result.warnings
@@ -133,25 +137,17 @@ def test_a_thin_slice_partial_scan_keeps_the_liver_on_its_first_and_last_slice()
 def test_a_scan_that_misses_the_liver_is_refused_and_one_that_ends_in_its_dome_is_kept():
     """Partial scans: slabs of the lower abdomen and pelvis below the liver (the network left 0.03 and 0.35 mL of
     scattered "liver" there, written as a result before) and a chest slab above the dome are refused with
-    NoLiverFound; the 12 highest CHAOS slices
-    (chest and the top of the dome, about 25 mL of reference liver) are segmented and reported as partial, without
-    calling their (correct) header wrong."""
+    NoLiverFound; the 12 highest CHAOS slices (chest and the top of the dome, about 25 mL of reference liver) are
+    segmented and reported as partial, without calling their (correct) header wrong."""
     from liverseg import NoLiverFound, Segmenter
 
     seg = Segmenter(None, "cpu")
-
-    def slab(name, k0, k1):
-        image = read_image(shared_case(name)[0])
-        shift = np.eye(4)
-        shift[2, 3] = k0
-        return np.ascontiguousarray(image.array[k0:k1]), image.ijk_to_ras @ shift
-
     for k0, k1 in ((0, 30), (40, 68)):  # the liver starts at slice 70 of this scan
         with pytest.raises(NoLiverFound):
-            seg.segment(*slab("ts_example_ct_3mm", k0, k1))
+            seg.segment(*_slab("ts_example_ct_3mm", k0, k1))
     with pytest.raises(NoLiverFound):  # 4 slices of chest above the dome: a 0.9 mL sliver at the slab's edge
-        seg.segment(*slab("chaos_eval_ct", 0, 4))
-    result = seg.segment(*slab("chaos_eval_ct", 0, 12))  # slice 0 is the scan's top
+        seg.segment(*_slab("chaos_eval_ct", 0, 4))
+    result = seg.segment(*_slab("chaos_eval_ct", 0, 12))  # slice 0 is the scan's top
     assert result.statistics["liver_volume_ml"] > 10, result.statistics
     assert any("partial" in w for w in result.warnings), result.warnings
     # Its header is right: the mirrored-image check (the mirrored heart looks like liver) must not call it wrong.
