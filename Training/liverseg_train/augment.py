@@ -81,7 +81,8 @@ def intensity(image: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> 
     image = enhancement(image, cfg, gen)
     image = tissue_contrast(image, cfg.tissue_contrast, gen)
     image = reconstruction_kernel(image, cfg.kernel_probability, gen)
-    jitter = (torch.rand(shape, generator=gen) * 2 - 1) * cfg.window_jitter_hu / (cfg.window[1] - cfg.window[0])  # HU -> normalised units
+    window_width_hu = cfg.window[1] - cfg.window[0]  # HU -> normalised units
+    jitter = (torch.rand(shape, generator=gen) * 2 - 1) * cfg.window_jitter_hu / window_width_hu
     image = image + jitter + (torch.rand(shape, generator=gen) * 2 - 1) * cfg.brightness
     mean = image.mean(dim=(1, 2, 3), keepdim=True)
     image = (image - mean) * torch.empty(shape).uniform_(*cfg.contrast, generator=gen) + mean
