@@ -4,7 +4,7 @@ import torch
 
 from liverseg_train.augment import AugmentConfig, geometric, intensity, reconstruction_kernel, tissue_contrast
 from liverseg_train.splits import holdout_split, kfold_splits, leave_one_out_splits
-from liverseg_train.synthetic_tumors import TumorSynthesisConfig, insert_look_alikes, insert_tumors
+from liverseg_train.synthetic_tumors import TumorSynthesisConfig, insert_look_alikes, insert_tumors, push_aside
 
 
 def _patients():
@@ -105,6 +105,36 @@ def test_lesion_spectrum_covers_large_rim_edge_and_confluent_lesions():
     labels = [ndimage.label(insert_tumors(stack, label, 2.0, 2.5, np.random.default_rng(s), confluent)[1][1] == 2)[1]
               for s in range(10)]
     assert min(labels) >= 1 and np.mean(labels) < 2  # clustered lesions merge into one or two blobs
+
+
+def test_mass_effect_pushes_tissue_outwards_and_moves_labels_with_the_image():
+    stack = np.zeros((3, 100, 100), np.float32)
+    label = np.zeros((3, 100, 100), np.uint8)
+    label[:, :, 62:] = 1  # a liver edge (and a vessel on it) 12 px = 24 mm right of the centre at (y, x) = (50, 50)
+    stack[label == 1] = 0.5
+    stack[:, :, 62:64] = 1.0
+    centre, radius = (0.0, 100.0, 100.0), 20.0  # mm
+    img, lab = push_aside(stack, label, centre, radius, 0.5, 2.0, 2.5)
+    edge_at = lambda a, row: int(np.argmax(a[1, row] >= 1))  # first liver / vessel column on a row
+    assert edge_at(lab, 50) >= 65  # on the centre's row the capsule moved out by 3 pixels (6 mm; 5.5 mm expected)
+    assert abs(int(np.argmax(img[1, 50])) - edge_at(lab, 50)) <= 1  # the vessel moved with it: image and label agree
+    assert edge_at(lab, 50) > edge_at(lab, 20) >= 62  # the push fades with the distance from the lesion
+    assert np.array_equal(lab[:, :5], label[:, :5]) and np.array_equal(img[:, :5], stack[:, :5])  # far away: unchanged
+    assert (np.diff(lab[1, 50].astype(int)) >= 0).all()  # no folding: the edge stays a single step
+    same_img, same_lab = push_aside(stack, label, centre, radius, 0.0, 2.0, 2.5)
+    assert np.array_equal(same_img, stack) and np.array_equal(same_lab, label)
+
+
+def test_mass_effect_bulges_the_liver_only_when_asked():
+    stack, label = _liver_stack()
+    grown = []
+    for prob in (0.0, 1.0):
+        cfg = TumorSynthesisConfig(radius_mm=(15, 25), edge_probability=1.0, max_lesions=1, mass_effect_probability=prob)
+        areas = [int((insert_tumors(stack, label, 2.0, 2.5, np.random.default_rng(s), cfg)[1][1] >= 1).sum())
+                 for s in range(6)]
+        grown.append(np.array(areas) - int((label[1] >= 1).sum()))
+    assert (grown[0] == 0).all()  # without mass effect the lesions stay within the liver's outline
+    assert (grown[1] > 0).mean() >= 0.5 and grown[1].max() > 20  # with it, subcapsular lesions bulge the contour
 
 
 def test_look_alikes_are_water_density_and_never_tumor():

@@ -13,7 +13,10 @@ consistent. Lesion kinds cover the spectrum seen in practice:
   small contrast), hyper-attenuating (hypervascular lesions in the arterial phase);
 - rim-enhancing (a darker core with a brighter ring, e.g. colorectal metastases, abscess-like);
 - 3-80 mm in diameter (log-uniform), several per slice, optionally confluent (clustered, touching);
-- subcapsular and dome lesions (centred on the liver's edge, clipped to the liver).
+- subcapsular and dome lesions (centred on the liver's edge, clipped to the liver);
+- mass effect (optional, ``mass_effect_probability``): a growing lesion pushes the vessels and the capsule around it
+  outwards (a smooth radial warp of image and labels), so the liver's contour bulges over a subcapsular lesion
+  instead of keeping the healthy liver's outline.
 """
 from __future__ import annotations
 
@@ -39,6 +42,8 @@ class TumorSynthesisConfig:
     rim_delta_hu: tuple[float, float] = (20.0, 60.0)  # rim brightness above the liver
     texture_hu: tuple[float, float] = (3.0, 15.0)
     margin_blur_mm: tuple[float, float] = (0.5, 3.0)
+    mass_effect_probability: float = 0.0  # per lesion; 0 keeps the 2.0.0 recipe's sample stream unchanged
+    mass_effect_strength: tuple[float, float] = (0.2, 0.5)  # see push_aside
     # Hard negatives (label stays liver, or becomes background), per sample that shows liver.
     cyst_probability: float = 0.15  # simple cysts: water density, round, sharp, homogeneous; stay liver
     cyst_radius_mm: tuple[float, float] = (3.0, 25.0)
@@ -66,6 +71,37 @@ def _ellipsoid(grids, centre_zyx, axes, theta: float, irregularity: float, rng) 
         shape = np.broadcast_shapes(zz.shape, yy.shape, xx.shape)
         dist = dist + irregularity * ndimage.gaussian_filter(rng.standard_normal(shape), sigma=(0, 3, 3)) * 6.0
     return dist < 1.0
+
+
+def push_aside(stack: np.ndarray, label_stack: np.ndarray, centre_mm: tuple[float, float, float], radius_mm: float,
+               strength: float, spacing_mm: float, slice_spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mass effect: warp a (C, H, W) stack and its labels radially away from a lesion centre, in-plane.
+
+    An output pixel at offset v from the centre shows the tissue at ``v * (1 - s * exp(-|v|^2 / R^2))`` with
+    R = 1.5 x radius and s = strength x exp(-(dz / radius)^2) on a slice dz mm from the centre: tissue at the lesion's
+    boundary comes from about 0.64 s radius nearer the centre, the push fades within about 3 R, and for s < 1 the map
+    is monotone along every ray (no folding). Centre in mm as in ``_grids``: (z from the middle slice, y, x)."""
+    c, h, w = stack.shape
+    cz, cy, cx = centre_mm
+    big_r = 1.5 * radius_mm
+    reach = 3.0 * big_r
+    y0, y1 = max(0, int((cy - reach) / spacing_mm)), min(h, int((cy + reach) / spacing_mm) + 2)
+    x0, x1 = max(0, int((cx - reach) / spacing_mm)), min(w, int((cx + reach) / spacing_mm) + 2)
+    if y0 >= y1 or x0 >= x1:
+        return stack, label_stack
+    vy = np.arange(y0, y1)[:, None] * spacing_mm - cy
+    vx = np.arange(x0, x1)[None, :] * spacing_mm - cx
+    fall = np.exp(-(vy ** 2 + vx ** 2) / big_r ** 2)
+    stack, label_stack = stack.copy(), label_stack.copy()
+    for k in range(c):
+        s = strength * np.exp(-(((k - c // 2) * slice_spacing_mm - cz) / radius_mm) ** 2)
+        if s < 1e-3:
+            continue
+        f = 1.0 - s * fall
+        coords = [(cy + vy * f) / spacing_mm, (cx + vx * f) / spacing_mm]
+        stack[k, y0:y1, x0:x1] = ndimage.map_coordinates(stack[k], coords, order=1, mode="nearest")
+        label_stack[k, y0:y1, x0:x1] = ndimage.map_coordinates(label_stack[k], coords, order=0, mode="nearest")
+    return stack, label_stack
 
 
 def _edge_pixels(liver_slice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -108,6 +144,10 @@ def insert_tumors(stack: np.ndarray, label_stack: np.ndarray, spacing_mm: float,
         if first is None:
             first = ((cy, cx), r)
         cz = rng.uniform(-0.5, 0.5) * slice_spacing_mm
+        if cfg.mass_effect_probability and rng.random() < cfg.mass_effect_probability:
+            stack, label_stack = push_aside(stack, label_stack, (cz, cy, cx), r, rng.uniform(*cfg.mass_effect_strength),
+                                            spacing_mm, slice_spacing_mm)
+            liver = label_stack >= 1
         shape = _ellipsoid(grids, (cz, cy, cx), r * rng.uniform(0.7, 1.3, size=3), rng.uniform(0, np.pi), 0.25, rng)
         shape &= liver
         if not shape[centre].any():
