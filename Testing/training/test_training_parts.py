@@ -135,6 +135,8 @@ def test_mass_effect_bulges_the_liver_only_when_asked():
         grown.append(np.array(areas) - int((label[1] >= 1).sum()))
     assert (grown[0] == 0).all()  # without mass effect the lesions stay within the liver's outline
     assert (grown[1] > 0).mean() >= 0.5 and grown[1].max() > 20  # with it, subcapsular lesions bulge the contour
+    with pytest.raises(ValueError, match="mass_effect_strength"):
+        TumorSynthesisConfig(mass_effect_strength=(0.5, 1.2))
 
 
 def test_look_alikes_are_water_density_and_never_tumor():

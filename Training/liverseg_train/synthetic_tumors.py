@@ -51,6 +51,11 @@ class TumorSynthesisConfig:
     water_hu: tuple[float, float] = (-5.0, 20.0)  # absolute HU of cysts and bile
     window: tuple[float, float] = (-100.0, 400.0)  # the model's HU window, to place absolute HU in the image
 
+    def __post_init__(self):
+        if not 0.0 <= self.mass_effect_strength[0] <= self.mass_effect_strength[1] < 1.0:
+            raise ValueError(f"tumors.mass_effect_strength must be an ordered range within [0, 1) (1 or more folds the "
+                             f"tissue over itself), got {self.mass_effect_strength}")
+
 
 def _grids(shape, spacing_mm: float, slice_spacing_mm: float):
     c, h, w = shape
