@@ -75,6 +75,20 @@ def make_card(*, name: str, version: str, architecture: str, network: dict, prep
     }
 
 
+def unfinished_warning(card: dict) -> str | None:
+    """A warning when the card says its weights were saved by a training run that had not ended yet.
+
+    Why: training rewrites its best model file every time validation improves, so a file picked up mid-run (or
+    left by a run that was killed) looks like any other model. Cards from before this field existed say nothing."""
+    training = card.get("training") or {}
+    if training.get("finished", True) is not False:
+        return None
+    planned = (training.get("config") or {}).get("epochs")
+    return (f"The model '{card.get('name', 'unnamed')}' was saved by a training run that had not finished (best epoch "
+            f"{training.get('best_epoch', '?')} of {planned or '?'} planned); its results are not those of the finished "
+            "model. Let the run end (or resume it with the same command) before using or evaluating this file.")
+
+
 # The card schema with ranges, checked before any network is built (so a hostile or broken card can neither
 # allocate gigabytes nor produce nonsense): (section, field) -> (type, low, high). Bounds are generous for real
 # models (the bundled ones use 16 channels, depth 4, 2 mm) and tight enough to keep a network small.

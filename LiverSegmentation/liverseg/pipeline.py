@@ -13,7 +13,7 @@ from .checks import check_geometry, check_volume
 from .devices import resolve_device
 from .inference import EnsemblePredictor, InferenceOptions, make_predictor
 from .metrics import labelmap_statistics, longest_axial_diameter_mm
-from .modelfile import LoadedModel, load_model
+from .modelfile import LoadedModel, load_model, unfinished_warning
 from .orientation import canonical_transform, from_canonical, to_canonical, voxel_spacing
 from .plausibility import HIGHEST, LOWEST, NoLiverFound, check_result, cut_faces, mirror_warning
 from .postprocess import PostprocessConfig, postprocess, to_labelmap
@@ -57,6 +57,10 @@ class Segmenter:
         self.name = "+".join(m.name for m in self.models)
         self.version = "+".join(str(m.card.get("version", "")) for m in self.models)
         self.thresholds = {k: float(np.mean([m.thresholds[k] for m in self.models])) for k in ("liver", "tumor")}
+        # Said with every result, not only at load time: a result from a half-trained model must not pass unnoticed.
+        self.model_warnings = [w for w in (unfinished_warning(m.card) for m in self.models) if w]
+        for w in self.model_warnings:
+            log.warning(w)
 
     def segment(self, array: np.ndarray, ijk_to_ras: np.ndarray, *, tumor: bool = True,
                 postprocessing: PostprocessConfig | None = None, progress: ProgressCallback | None = None,
@@ -78,6 +82,7 @@ class Segmenter:
         warnings = check_volume(array, allow_non_hu=allow_non_hu)
         for w in warnings:
             log.warning(w)
+        warnings = list(self.model_warnings) + warnings
         transform = canonical_transform(array.shape, ijk_to_ras)
         canonical = to_canonical(array, transform)
         timings["checks_orientation"] = time.perf_counter() - t0

@@ -65,6 +65,7 @@ def test_training_lowers_the_loss_and_exports_a_model_the_engine_uses(prepared, 
                        "--version", "0.0.1"]) == 0
     segmenter = Segmenter(tmp_path / "smoke.safetensors", "cpu")
     training = segmenter.model.card["training"]
+    assert training["finished"] is True and not segmenter.model_warnings
     assert training["cases"][0]["id"] == "syn0"
     assert training["epochs_run"] == 13 and training["samples_seen"] == 13 * 64 and training["train_seconds"] > 0
     assert training["hardware"]["device"] == "cpu" and training["hardware"]["processes"] == 1
@@ -151,6 +152,48 @@ def test_weight_average_is_the_run_model_and_survives_a_resume(prepared, tmp_pat
     for key, value in ck["ema"]["network"].items():
         assert torch.equal(averaged[key], value) and torch.equal(latest[key], ck["model"][key])
     assert any(not torch.equal(averaged[k], latest[k]) for k in averaged)
+
+
+def test_a_model_from_an_unfinished_run_is_flagged_until_the_run_ends(prepared, tmp_path, monkeypatch):
+    """Training rewrites its model file during the run; a file taken mid-run (or left by a killed run) must say so:
+    the engine warns with every result, the evaluation report carries the warning, export refuses it. Resuming to
+    the end clears the flag."""
+    from liverseg import Segmenter
+    from liverseg.modelfile import read_card
+    from liverseg_train import train as train_module
+    from liverseg_train.evaluate import evaluate_cases
+    from liverseg_train.datasets import find_cases
+    from liverseg_train.export import export_model
+
+    cfg = train_module.TrainConfig.from_dict(_config(prepared, tmp_path / "run", architecture="unet", base_channels=4,
+                                                     depth=2, epochs=4, samples_per_epoch=16, validate_every=1))
+
+    def killed_after_two_epochs(cfg, state, started, epoch, distributed, device):
+        if epoch == 1:
+            raise KeyboardInterrupt  # what a kill or Ctrl-C does to the loop
+        return False
+
+    monkeypatch.setattr(train_module, "_stop_decision", killed_after_two_epochs)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train(cfg)
+    model = tmp_path / "run" / "smoke.safetensors"
+    assert read_card(model)["training"]["finished"] is False
+    vol, _ = synthetic_case(SHAPE, SPACING, seed=11, tumors=1)
+    result = Segmenter(model, "cpu").segment(vol, phantom_ijk_to_ras(SPACING), require_liver=False)
+    assert any("had not finished" in w and "of 4 planned" in w for w in result.warnings), result.warnings
+    summary = evaluate_cases(model, [c for c in find_cases("generic", prepared / "raw") if c.case_id == "syn3"],
+                             tmp_path / "eval", device="cpu")
+    assert summary["model_warnings"] and "had not finished" in (tmp_path / "eval" / "report.md").read_text()
+    with pytest.raises(ValueError, match="--allow-unfinished"):
+        export_model(tmp_path / "run", tmp_path / "out.safetensors")
+    assert export_model(tmp_path / "run", tmp_path / "stopped.safetensors", allow_unfinished=True).is_file()
+
+    monkeypatch.undo()
+    train_module.train(cfg)  # resumed from the checkpoint to the planned end
+    assert read_card(model)["training"]["finished"] is True
+    result = Segmenter(model, "cpu").segment(vol, phantom_ijk_to_ras(SPACING), require_liver=False)
+    assert not any("had not finished" in w for w in result.warnings)
+    assert export_model(tmp_path / "run", tmp_path / "out.safetensors").is_file()
 
 
 def test_sample_stream_workers_are_seeded_apart(prepared):

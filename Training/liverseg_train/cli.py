@@ -152,7 +152,8 @@ def cmd_export(args) -> int:
     for item in args.metrics or []:
         label, _, path = item.partition("=")
         metrics[label] = load_metrics(path)
-    print(export_model(args.run, args.output, metrics or None, name=args.name, version=args.version))
+    print(export_model(args.run, args.output, metrics or None, name=args.name, version=args.version,
+                       allow_unfinished=args.allow_unfinished))
     return 0
 
 
@@ -254,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--metrics", action="append", metavar="LABEL=metrics.json", help="evaluation results to record")
     ex.add_argument("--name")
     ex.add_argument("--version")
+    ex.add_argument("--allow-unfinished", action="store_true",
+                    help="export a run that has not finished (stopped on purpose); refused otherwise")
     ex.set_defaults(func=cmd_export)
 
     ac = sub.add_parser("add-case", help="add a CT and its corrected segmentation to a folder of your own training cases")

@@ -62,7 +62,8 @@ def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Pa
         save_overlay(out_dir / f"{case.case_id}_overlay.png", image.array, image.ijk_to_ras, result.labelmap, label)
         log.info("%s: liver Dice %.4f%s (%.1f s)", case.case_id, m["liver"]["dice"],
                  f", tumor Dice {m['tumor']['dice']:.4f}" if "tumor" in m else "", seconds)
-    summary = {"model": str(model), "cases": per_case, "crop_margin_mm": crop_margin_mm, "tta_scales": list(tta_scales),
+    summary = {"model": str(model), "model_warnings": segmenter.model_warnings, "cases": per_case,
+               "crop_margin_mm": crop_margin_mm, "tta_scales": list(tta_scales),
                "liver_dice_mean": float(np.mean([c["liver"]["dice"] for c in per_case.values()])),
                "liver_dice_global": global_dice(list(per_case.values()), "liver")}
     tumor_cases = [c for c in per_case.values() if "tumor" in c]
@@ -80,9 +81,11 @@ def _num(v, fmt="{:.4f}"):
 
 
 def write_report(summary: dict, out_dir: Path) -> Path:
-    lines = [f"# Evaluation of `{Path(summary['model']).name}`", "",
-             "| case | liver Dice | IoU | precision | recall | HD95 mm | ASSD mm | volume error | tumor Dice | lesions found | seconds |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"# Evaluation of `{Path(summary['model']).name}`", ""]
+    lines += [f"**Warning:** {w}\n" for w in summary.get("model_warnings", [])]
+    chart_at = len(lines)
+    lines += ["| case | liver Dice | IoU | precision | recall | HD95 mm | ASSD mm | volume error | tumor Dice | lesions found | seconds |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for cid, m in summary["cases"].items():
         lv, tu = m["liver"], m.get("tumor")
         lesions = f"{tu['detected']}/{tu['reference_lesions']}" if tu else "n/a"
@@ -116,7 +119,7 @@ def write_report(summary: dict, out_dir: Path) -> Path:
         plt.close(fig)
         if analysed:
             plot_profiles(analysed, out_dir / "profile.png")
-        lines.insert(2, "![Dice per case](dice.png)\n")
+        lines.insert(chart_at, "![Dice per case](dice.png)\n")
     except ImportError:
         log.info("matplotlib not installed: no bar chart.")
     path = out_dir / "report.md"

@@ -5,12 +5,15 @@ import csv
 import json
 from pathlib import Path
 
-from liverseg.modelfile import load_model, save_model
+from liverseg.modelfile import load_model, save_model, unfinished_warning
 
 
 def export_model(run_dir: str | Path, output: str | Path, metrics: dict | None = None, name: str | None = None,
-                 version: str | None = None, extra_card: dict | None = None) -> Path:
-    """Copy the run's best model to ``output`` with ``metrics`` (e.g. an evaluation's metrics.json) in its card."""
+                 version: str | None = None, extra_card: dict | None = None, allow_unfinished: bool = False) -> Path:
+    """Copy the run's best model to ``output`` with ``metrics`` (e.g. an evaluation's metrics.json) in its card.
+
+    A run that has not finished (still training, or killed) is refused unless ``allow_unfinished``: its file is
+    only the best model so far, and an exported copy would carry no trace of that except the card's flag."""
     run_dir = Path(run_dir)
     config = run_dir / "config.json"
     if not config.is_file():
@@ -19,6 +22,9 @@ def export_model(run_dir: str | Path, output: str | Path, metrics: dict | None =
     if not best.is_file():
         raise FileNotFoundError(f"{best} does not exist yet; training has not saved a model in {run_dir}.")
     model = load_model(best)
+    unfinished = unfinished_warning(model.card)
+    if unfinished and not allow_unfinished:
+        raise ValueError(unfinished + " To export it anyway (e.g. a run you stopped on purpose), pass --allow-unfinished.")
     card = dict(model.card)
     if name:
         card["name"] = name

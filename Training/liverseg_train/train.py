@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from liverseg.console import ProgressBar
 from liverseg.inference import InferenceOptions, make_predictor
-from liverseg.modelfile import LoadedModel, make_card, save_model
+from liverseg.modelfile import LoadedModel, load_model, make_card, save_model
 from liverseg.networks import VOLUMETRIC, build_network, count_parameters
 from liverseg.preprocessing import PreprocessingSpec, context_indices, resample_slices_z
 
@@ -335,7 +335,6 @@ def validate(network: torch.nn.Module, card: dict, arrays: dict[str, dict], case
 # ---- loop ----------------------------------------------------------------------------------------------------
 def init_weights(network: torch.nn.Module, model: str) -> None:
     """Copy a model file's weights into ``network`` (same architecture and sizes, else a clear error)."""
-    from liverseg.modelfile import load_model
     from liverseg.registry import resolve_model_path
 
     base = load_model(resolve_model_path(model), "cpu")
@@ -390,6 +389,7 @@ def card_for(cfg: TrainConfig, spec: PreprocessingSpec, manifest: dict, train_ca
         "licences": sorted({cases[c].get("licence", "") for c in train_cases} - {""}),
         "synthetic_tumors": dataclasses.asdict(cfg.tumors),
         "config": cfg.to_dict(),
+        "finished": False,  # set when the run ends; see mark_finished
     }
     return make_card(
         name=cfg.name, version=cfg.version, architecture=cfg.architecture,
@@ -430,6 +430,17 @@ def _from_rank0(value: int, device) -> int:
     flag = torch.tensor([value], device=device)
     torch.distributed.broadcast(flag, src=0)
     return int(flag.item())
+
+
+def mark_finished(paths: list[Path]) -> None:
+    """Rewrite the run's model files with ``training.finished`` set, once the run has ended as planned (all epochs,
+    early stopping or the time budget). Why: the files are rewritten during training, so only this flag tells a
+    finished model from one picked up mid-run or left by a killed run (the engine warns about the latter)."""
+    for path in paths:
+        if path.is_file():
+            model = load_model(path)
+            model.card["training"]["finished"] = True
+            save_model(path, model.network, model.card)
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -610,6 +621,8 @@ def train(cfg: TrainConfig) -> Path:
             break
     if writer is not None:
         writer.close()
+    if rank == 0:
+        mark_finished([best_path, best_path.with_name(f"{cfg.name}.latest-weights.safetensors")])
     if distributed:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
