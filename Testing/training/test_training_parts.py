@@ -139,6 +139,34 @@ def test_mass_effect_bulges_the_liver_only_when_asked():
         TumorSynthesisConfig(mass_effect_strength=(0.5, 1.2))
 
 
+def test_grain_texture_keeps_the_scans_noise_but_no_vessel_runs_through_a_lesion():
+    """A liver with scanner noise (0.02, 10 HU) and a bright vessel (+0.15) under a large central lesion: "blend"
+    (2.0.0) keeps 30 % of the vessel inside the lesion, "grain" removes it and keeps the noise at its level."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    stack, label = _liver_stack()
+    stack[label == 1] += rng.normal(0, 0.02, (label == 1).sum()).astype(np.float32)
+    stack[:, 36:44, 15:65] += 0.15  # a vessel across the liver, 8 px = 16 mm wide
+    seen = {}
+    for texture in ("blend", "grain"):
+        cfg = TumorSynthesisConfig(radius_mm=(30, 30), edge_probability=0.0, max_lesions=1, hypo_probability=1.0,
+                                   iso_probability=0.0, rim_probability=0.0, texture_hu=(0.1, 0.1),
+                                   margin_blur_mm=(0.5, 0.5), lesion_texture=texture)
+        img, lab = insert_tumors(stack, label, 2.0, 2.5, np.random.default_rng(5), cfg)
+        core = ndimage.binary_erosion(lab[1] == 2, iterations=3)
+        vessel_rows, far_rows = np.zeros_like(core), np.ones_like(core)
+        vessel_rows[38:42] = True  # the vessel's middle
+        far_rows[32:48] = False  # clear of the vessel and its edges
+        inside, outside = img[1][core & vessel_rows], img[1][core & far_rows]
+        seen[texture] = (inside.mean() - outside.mean(), outside.std())
+    assert seen["blend"][0] > 0.03  # 30 % of the vessel's 0.15 shows through
+    assert abs(seen["grain"][0]) < 0.01  # the vessel is gone from the lesion
+    assert 0.012 < seen["grain"][1] < 0.03 and seen["blend"][1] < 0.01  # grain keeps the noise (blend: 30 % of it)
+    with pytest.raises(ValueError, match="lesion_texture"):
+        TumorSynthesisConfig(lesion_texture="paint")
+
+
 def test_look_alikes_are_water_density_and_never_tumor():
     stack, label = _liver_stack(0.33)  # liver at about 65 HU in the default window
     cfg = TumorSynthesisConfig(cyst_probability=1.0, gallbladder_probability=0.0)

@@ -26,6 +26,9 @@ import numpy as np
 from scipy import ndimage
 
 
+LESION_TEXTURES = ("blend", "grain")
+
+
 @dataclass
 class TumorSynthesisConfig:
     probability: float = 0.5  # per training sample that shows liver
@@ -42,6 +45,11 @@ class TumorSynthesisConfig:
     rim_delta_hu: tuple[float, float] = (20.0, 60.0)  # rim brightness above the liver
     texture_hu: tuple[float, float] = (3.0, 15.0)
     margin_blur_mm: tuple[float, float] = (0.5, 3.0)
+    # What of the liver shows through a lesion: "blend" (2.0.0 recipe) keeps 30 % of the liver's deviation from its
+    # median, vessels included; "grain" keeps only the scan's fine grain (the image minus its smoothing at
+    # grain_sigma_px), so no vessel runs through a lesion, as in most real metastases.
+    lesion_texture: str = "blend"
+    grain_sigma_px: float = 1.5
     mass_effect_probability: float = 0.0  # per lesion; 0 keeps the 2.0.0 recipe's sample stream unchanged
     mass_effect_strength: tuple[float, float] = (0.2, 0.5)  # see push_aside
     # Hard negatives (label stays liver, or becomes background), per sample that shows liver.
@@ -52,6 +60,8 @@ class TumorSynthesisConfig:
     window: tuple[float, float] = (-100.0, 400.0)  # the model's HU window, to place absolute HU in the image
 
     def __post_init__(self):
+        if self.lesion_texture not in LESION_TEXTURES:
+            raise ValueError(f"tumors.lesion_texture must be one of {', '.join(LESION_TEXTURES)}, got {self.lesion_texture!r}")
         if not 0.0 <= self.mass_effect_strength[0] <= self.mass_effect_strength[1] < 1.0:
             raise ValueError(f"tumors.mass_effect_strength must be an ordered range within [0, 1) (1 or more folds the "
                              f"tissue over itself), got {self.mass_effect_strength}")
@@ -175,10 +185,17 @@ def insert_tumors(stack: np.ndarray, label_stack: np.ndarray, spacing_mm: float,
                                            iterations=max(1, int(round(0.2 * r / spacing_mm))))
             ring = ndimage.gaussian_filter((shape & ~inner).astype(np.float32), sigma=(0, 0.7, 0.7))
             target = target + ring * rng.uniform(*cfg.rim_delta_hu) * unit - ring * delta * unit
-        # Replace liver tissue by lesion tissue: keep some of the original texture so it looks scanned, not painted.
-        stack = stack * (1 - alpha) + (0.3 * (stack - liver_mean) + target) * alpha
+        # Replace liver tissue by lesion tissue, keeping some of the original texture so it looks scanned, not painted.
+        stack = stack * (1 - alpha) + (_shown_through(stack, liver_mean, cfg) + target) * alpha
         label_stack[(alpha >= 0.5) & liver] = 2
     return np.clip(stack, 0.0, 1.0).astype(np.float32), label_stack
+
+
+def _shown_through(stack: np.ndarray, liver_mean: float, cfg: TumorSynthesisConfig) -> np.ndarray:
+    """The part of the underlying image a lesion keeps (see ``TumorSynthesisConfig.lesion_texture``)."""
+    if cfg.lesion_texture == "grain":
+        return stack - ndimage.gaussian_filter(stack, sigma=(0, cfg.grain_sigma_px, cfg.grain_sigma_px))
+    return 0.3 * (stack - liver_mean)
 
 
 def _water(shape, cfg: TumorSynthesisConfig, rng) -> np.ndarray:
