@@ -15,7 +15,7 @@ from .inference import EnsemblePredictor, InferenceOptions, make_predictor
 from .metrics import labelmap_statistics, longest_axial_diameter_mm
 from .modelfile import LoadedModel, load_model, unfinished_warning
 from .orientation import canonical_transform, from_canonical, to_canonical, voxel_spacing
-from .plausibility import HIGHEST, LOWEST, NoLiverFound, check_result, cut_faces, mirror_warning
+from .plausibility import LOWEST, NoLiverFound, check_result, cut_faces, mirror_warning
 from .postprocess import PostprocessConfig, postprocess, to_labelmap
 from .progress import CancelToken, ProgressCallback, Reporter
 from .registry import model_members, resolve_model_path
@@ -118,7 +118,7 @@ class Segmenter:
                 pixel_mm2 = probe.spec.spacing_mm ** 2
                 faces = cut_faces(liver, transform.spacing)
                 checks.append(mirror_warning(probe_pixels * pixel_mm2, mirrored * pixel_mm2,
-                                             top_of_liver_only=LOWEST in faces and HIGHEST not in faces))
+                                             cut_below=LOWEST in faces))
             for w in filter(None, checks):
                 log.warning(w)
                 warnings.append(w)

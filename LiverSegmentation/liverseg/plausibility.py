@@ -88,18 +88,19 @@ def check_result(liver: np.ndarray, image_hu: np.ndarray, spacing: tuple[float, 
     return warnings
 
 
-def mirror_warning(area_mm2: float, mirrored_area_mm2: float, top_of_liver_only: bool = False) -> str | None:
+def mirror_warning(area_mm2: float, mirrored_area_mm2: float, cut_below: bool = False) -> str | None:
     """A warning when the network finds clearly more liver in the left-right mirrored image (coarse-pass areas).
 
-    ``top_of_liver_only``: the scan ends inside the liver at its lowest slice and holds the dome (e.g. a chest CT or
-    an upper-abdomen slab). There the check also fires with a correct header (slabs of 4-16 slices within the top 16
-    of a 2 mm CT: 1.5x to 8.7x; the heart, mirrored onto the liver's side, is taken for liver), so the warning says
-    so instead of blaming the header; it is kept because a mirrored header on such a scan looks the same to it."""
+    ``cut_below``: the scan ends inside the liver at its lowest slice (a chest CT, an upper-abdomen slab, a slab
+    through the dome whose top slice is liver too). There the check also fires with a correct header (slabs of 4-16
+    slices within the top 16 of a 2 mm CT: 1.5x to 8.7x; the heart, mirrored onto the liver's side, is taken for
+    liver), so the warning says so instead of blaming the header; it is kept because a mirrored header on such a
+    scan looks the same to it."""
     if mirrored_area_mm2 <= MIRROR_RATIO * max(area_mm2, 1.0):
         return None
     found = (f"The network finds more liver when the image is mirrored left-right ({mirrored_area_mm2 / 100:.0f} vs "
              f"{area_mm2 / 100:.0f} cm^2 on sample slices)")
-    if top_of_liver_only:
+    if cut_below:
         return (f"{found}. The scan ends inside the liver at its lowest slice; on scans of the top of the liver and "
                 "the heart the mirrored heart can look like liver to the network even with a correct header: check "
                 "that the result is the liver (not the heart or the spleen) and, if it is not, the image's left-right "

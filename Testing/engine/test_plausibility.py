@@ -90,6 +90,6 @@ def test_mirror_warning_needs_clearly_more_liver_in_the_mirrored_image():
     assert mirror_warning(0.0, 500.0) is not None  # nothing as given, liver when mirrored
     # A scan of the top of the liver: the mirrored heart can fire the check with a correct header; the warning says
     # so instead of calling the header wrong.
-    top = mirror_warning(3000.0, 10000.0, top_of_liver_only=True)
+    top = mirror_warning(3000.0, 10000.0, cut_below=True)
     assert "heart" in top and "probably wrong" not in top
-    assert mirror_warning(10000.0, 3000.0, top_of_liver_only=True) is None
+    assert mirror_warning(10000.0, 3000.0, cut_below=True) is None

@@ -152,3 +152,7 @@ def test_a_scan_that_misses_the_liver_is_refused_and_one_that_ends_in_its_dome_i
     assert any("partial" in w for w in result.warnings), result.warnings
     # Its header is right: the mirrored-image check (the mirrored heart looks like liver) must not call it wrong.
     assert not any("probably wrong" in w for w in result.warnings), result.warnings
+    # Nor on 5 slices from the dome's first slice down (the liver touches both ends of the scan; about 25 mL).
+    result = seg.segment(*_slab("chaos_eval_ct", 7, 12))
+    assert 10 < result.statistics["liver_volume_ml"] < 40 and any("partial" in w for w in result.warnings)
+    assert not any("probably wrong" in w for w in result.warnings), result.warnings
