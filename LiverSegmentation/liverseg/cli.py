@@ -190,10 +190,11 @@ def cmd_evaluate(args) -> int:
     spacing = tuple(reversed(ref.spacing))  # [k, j, i] order
     result = evaluate_labelmaps(pred.array.astype(np.uint8), ref.array.astype(np.uint8), spacing, tumor=not args.no_tumor)
     keys = ["dice", "iou", "precision", "recall", "specificity", "accuracy", "rvd", "hd95_mm", "assd_mm"]
-    print(f"{'metric':<20}" + "".join(f"{s:>12}" for s in result))
-    for k in keys + ["detection_recall", "detection_precision", "reference_lesions", "predicted_lesions"]:
+    print(f"{'metric':<24}" + "".join(f"{s:>12}" for s in result))
+    for k in keys + ["detection_recall", "detection_recall_iou50", "detection_precision", "reference_lesions",
+                   "predicted_lesions"]:
         if any(k in result[s] for s in result):
-            print(f"{k:<20}" + "".join(f"{_fmt(result[s].get(k, '')):>12}" for s in result))
+            print(f"{k:<24}" + "".join(f"{_fmt(result[s].get(k, '')):>12}" for s in result))
     clean = json_safe(result)
     if args.json_out:
         write_json(args.json_out, clean, overwrite=args.overwrite)

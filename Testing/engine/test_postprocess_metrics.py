@@ -89,6 +89,22 @@ def test_lesion_detection_and_global_dice():
     d = metrics.lesion_detection(pred, ref)
     assert d["reference_lesions"] == 2 and d["detected"] == 1
     assert d["detection_recall"] == 0.5 and d["detection_precision"] == 0.5
+    assert d["detected_iou50"] == 1  # the touched lesion is matched exactly
+
+
+def test_one_large_region_touching_small_lesions_is_not_a_match():
+    """Touching counts every small lesion under a blob as found; IoU > 0.5 counts only segmented lesions."""
+    ref = np.zeros((3, 20, 20), bool)
+    ref[1, 2:4, 2:4] = ref[1, 10:12, 10:12] = True  # two 4-voxel lesions
+    ref[1, 15:19, 15:19] = True  # a 16-voxel lesion
+    pred = np.zeros_like(ref)
+    pred[1, 0:13, 0:13] = True  # one region over both small lesions
+    pred[1, 15:19, 15:18] = True  # 12 of the 16 voxels: IoU 0.75
+    d = metrics.lesion_detection(pred, ref)
+    assert (d["detected"], d["detected_iou50"]) == (3, 1)
+    assert d["detection_recall_iou50"] == pytest.approx(1 / 3)
+    pred[1, 15:19, 15:17] = False  # 4 of 16 voxels left, IoU 0.25
+    assert metrics.lesion_detection(pred, ref)["detected_iou50"] == 0
     cases = [{"liver": {"tp": 2, "fp": 0, "fn": 2}}, {"liver": {"tp": 8, "fp": 0, "fn": 0}}]
     assert metrics.global_dice(cases, "liver") == pytest.approx(20 / 22)
 

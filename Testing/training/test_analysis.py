@@ -42,6 +42,7 @@ def test_regions_lesion_sizes_and_false_positives():
     assert a["craniocaudal"]["above_dome_ml"] == pytest.approx(0.2) and a["craniocaudal"]["below_tip_ml"] == 0.0
     bins = {r["bin"]: (r["detected"], r["lesions"]) for r in a["detection_by_size"]}
     assert bins == {"<10 mm": (0, 1), "10-20 mm": (0, 0), ">20 mm": (1, 1)}
+    assert [r["detected_iou50"] for r in a["detection_by_size"]] == [0, 0, 1]
     (fp,) = a["false_positive_lesions"]
     assert fp["region"] == "dome" and fp["kind"].startswith("water density") and fp["mean_hu"] == pytest.approx(5)
     assert fp["volume_ml"] == pytest.approx(cyst.sum() * 2 / 1000)

@@ -84,11 +84,11 @@ def write_report(summary: dict, out_dir: Path) -> Path:
     lines = [f"# Evaluation of `{Path(summary['model']).name}`", ""]
     lines += [f"**Warning:** {w}\n" for w in summary.get("model_warnings", [])]
     chart_at = len(lines)
-    lines += ["| case | liver Dice | IoU | precision | recall | HD95 mm | ASSD mm | volume error | tumor Dice | lesions found | seconds |",
+    lines += ["| case | liver Dice | IoU | precision | recall | HD95 mm | ASSD mm | volume error | tumor Dice | lesions found (touched / IoU > 0.5) | seconds |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for cid, m in summary["cases"].items():
         lv, tu = m["liver"], m.get("tumor")
-        lesions = f"{tu['detected']}/{tu['reference_lesions']}" if tu else "n/a"
+        lesions = f"{tu['detected']} / {tu['detected_iou50']} of {tu['reference_lesions']}" if tu else "n/a"
         lines.append(f"| {cid} | {_num(lv['dice'])} | {_num(lv['iou'])} | {_num(lv['precision'])} | {_num(lv['recall'])} | "
                      f"{_num(lv['hd95_mm'], '{:.1f}')} | {_num(lv['assd_mm'], '{:.2f}')} | {_num(lv['rvd'], '{:+.1%}')} | "
                      f"{_num(tu['dice']) if tu else 'n/a'} | {lesions} | {m['seconds']:.1f} |")
