@@ -85,8 +85,8 @@ def unfinished_warning(card: dict) -> str | None:
         return None
     planned = (training.get("config") or {}).get("epochs")
     return (f"The model '{card.get('name', 'unnamed')}' was saved by a training run that had not finished (best epoch "
-            f"{training.get('best_epoch', '?')} of {planned or '?'} planned); its results are not those of the finished "
-            "model. Let the run end (or resume it with the same command) before using or evaluating this file.")
+            f"{training.get('best_epoch', '?')} of up to {planned or '?'} planned); its results are not those of the "
+            "finished model. Let the run end (or resume it with the same command) before using or evaluating this file.")
 
 
 # The card schema with ranges, checked before any network is built (so a hostile or broken card can neither

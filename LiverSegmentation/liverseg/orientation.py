@@ -75,6 +75,17 @@ def from_canonical(array: np.ndarray, transform: CanonicalTransform) -> np.ndarr
     return np.ascontiguousarray(np.transpose(out, np.argsort(transform.axes)))
 
 
+def canonical_point_to_ras(point, transform: CanonicalTransform, ijk_to_ras: np.ndarray) -> tuple[float, float, float]:
+    """RAS position (mm) of a canonical voxel index (slice, row, column; fractional allowed), the inverse of
+    :func:`to_canonical` for one point: what a user types into Slicer to go to a place the engine found."""
+    kji = [0.0, 0.0, 0.0]
+    for axis, (c, flip) in enumerate(zip(point, transform.flips)):
+        n = transform.input_shape[transform.axes[axis]]
+        kji[transform.axes[axis]] = (n - 1 - c) if flip else c
+    ras = np.asarray(ijk_to_ras, float) @ np.array([kji[2], kji[1], kji[0], 1.0])
+    return float(ras[0]), float(ras[1]), float(ras[2])
+
+
 def lps_to_ras(matrix: np.ndarray) -> np.ndarray:
     """Convert a 4x4 IJK-to-LPS matrix (ITK, DICOM, files) to IJK-to-RAS (Slicer), or back: it is its own inverse."""
     flip = np.diag([-1.0, -1.0, 1.0, 1.0])

@@ -14,9 +14,9 @@ from .devices import resolve_device
 from .inference import EnsemblePredictor, InferenceOptions, make_predictor
 from .metrics import labelmap_statistics, longest_axial_diameter_mm
 from .modelfile import LoadedModel, load_model, unfinished_warning
-from .orientation import canonical_transform, from_canonical, to_canonical, voxel_spacing
+from .orientation import canonical_point_to_ras, canonical_transform, from_canonical, to_canonical, voxel_spacing
 from .plausibility import LOWEST, NoLiverFound, check_result, cut_faces, mirror_warning
-from .postprocess import PostprocessConfig, postprocess, to_labelmap
+from .postprocess import RECLASSIFICATIONS, PostprocessConfig, postprocess, to_labelmap
 from .progress import CancelToken, ProgressCallback, Reporter
 from .registry import model_members, resolve_model_path
 
@@ -36,6 +36,19 @@ class SegmentationResult:
     warnings: list[str] = field(default_factory=list)
     roi_slices: tuple[int, int] = (0, 0)  # canonical slice range the fine pass ran on
     slices_run: int = 0  # network evaluations of a slice (coarse + fine)
+    # Regions the network called tumor that a density rule reported otherwise: rule, volume_ml, mean_hu, centre_ras
+    reclassified: list[dict] = field(default_factory=list)
+
+
+def reclassified_warning(regions: list[dict], shown: int = 5) -> str:
+    """One line naming the regions (largest first) the network called tumor and a density rule did not, with where
+    to find them (RAS, as Slicer's data probe shows it), so a reader can check each one."""
+    parts = [f"{r['volume_ml']:.1f} mL at R {r['centre_ras'][0]:.0f}, A {r['centre_ras'][1]:.0f}, "
+             f"S {r['centre_ras'][2]:.0f} (mean {r['mean_hu']:.0f} HU): {RECLASSIFICATIONS[r['rule']]}"
+             for r in regions[:shown]]
+    more = f"; and {len(regions) - shown} smaller" if len(regions) > shown else ""
+    return (f"The network called {len(regions)} region(s) tumor that the density rules did not report as tumor; "
+            f"review them: " + "; ".join(parts) + more + ".")
 
 
 class Segmenter:
@@ -101,7 +114,15 @@ class Segmenter:
         tumor_mask = (probs.tumor >= round(th["tumor"] * 255)) if tumor else np.zeros_like(liver)
         probe_pixels = probs.probe_liver_pixels
         del probs
-        liver, tumor_mask = postprocess(liver, tumor_mask, transform.spacing, postprocessing, image_hu=canonical)
+        cleaned = postprocess(liver, tumor_mask, transform.spacing, postprocessing, image_hu=canonical)
+        liver, tumor_mask = cleaned.liver, cleaned.tumor
+        reclassified = [{"rule": r.rule, "volume_ml": r.volume_ml, "mean_hu": r.mean_hu,
+                         "centre_ras": canonical_point_to_ras(r.centre, transform, ijk_to_ras)}
+                        for r in cleaned.reclassified]
+        if reclassified:
+            w = reclassified_warning(reclassified)
+            log.warning(w)
+            warnings.append(w)
         report.check()
         if liver.any() or require_liver:
             try:
@@ -131,7 +152,7 @@ class Segmenter:
         report(1.0, "Done")
         return SegmentationResult(labelmap=labelmap, ijk_to_ras=np.asarray(ijk_to_ras, float), statistics=stats,
                                   timings=timings, model=self.name, device=str(self.device), warnings=warnings,
-                                  roi_slices=roi, slices_run=slices_run)
+                                  roi_slices=roi, slices_run=slices_run, reclassified=reclassified)
 
 
 _CACHE: dict[tuple, Segmenter] = {}

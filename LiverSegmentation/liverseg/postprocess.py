@@ -32,6 +32,35 @@ class PostprocessConfig:
     parenchyma_ring_mm: float = 5.0
 
 
+# What each density rule does to a region the network called tumor, in the words the user reads.
+RECLASSIFICATIONS = {
+    "cyst": "water density inside the liver, reported as liver (a cyst?)",
+    "outside": "water density at the liver's edge, left out (gallbladder or fluid?)",
+    "parenchyma": "as dense as the liver around it, reported as liver",
+}
+
+
+@dataclass(frozen=True)
+class Reclassified:
+    """A region the network called tumor that a density rule reported as something else.
+
+    Why it is kept: a rule can be wrong (a homogeneous hypodense metastasis on a non-contrast scan can sit at water
+    density; an iso-attenuating lesion matches its surroundings), so the result names each such region for review
+    instead of dropping the network's finding silently."""
+
+    rule: str  # a key of RECLASSIFICATIONS
+    volume_ml: float
+    mean_hu: float
+    centre: tuple[float, float, float]  # canonical voxel index (slice, row, column) of its centre of mass
+
+
+@dataclass
+class Postprocessed:
+    liver: np.ndarray
+    tumor: np.ndarray
+    reclassified: list[Reclassified]
+
+
 def ellipsoid(radius_mm: float, spacing: tuple[float, float, float]) -> np.ndarray:
     """A boolean ball of ``radius_mm`` on an anisotropic voxel grid."""
     r = [max(0, int(np.floor(radius_mm / s))) for s in spacing]
@@ -183,22 +212,38 @@ def water_look_alikes(liver: np.ndarray, tumor: np.ndarray, image_hu: np.ndarray
     return cysts, outside
 
 
+def _records(mask: np.ndarray, rule: str, image_hu: np.ndarray, spacing, offset, min_mm3: float) -> list[Reclassified]:
+    """One :class:`Reclassified` per component of ``mask`` (a box of the canonical grid starting at ``offset``);
+    components below the tumor size limit would not have been reported as tumor anyway."""
+    voxel_mm3 = float(np.prod(spacing))
+    labels, n = ndimage.label(mask, structure=_FULL)
+    out = []
+    for i in range(1, n + 1):
+        comp = labels == i
+        if comp.sum() * voxel_mm3 < min_mm3:
+            continue
+        centre = tuple(float(c + o) for c, o in zip(ndimage.center_of_mass(comp), offset))
+        out.append(Reclassified(rule, float(comp.sum() * voxel_mm3 / 1000), float(image_hu[comp].mean()), centre))
+    return out
+
+
 def postprocess(liver: np.ndarray, tumor: np.ndarray, spacing: tuple[float, float, float],
-                config: PostprocessConfig | None = None,
-                image_hu: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                config: PostprocessConfig | None = None, image_hu: np.ndarray | None = None) -> Postprocessed:
     """Clean liver and tumor masks (canonical grid, spacing in mm as (dz, dy, dx)); ``image_hu`` (the canonical
-    CT) enables the water-density look-alike rule.
+    CT) enables the density rules, whose reclassified regions come back for the user to review.
 
     All work happens inside the bounding box of the predicted voxels, so cost follows the liver, not the scan.
     """
     config = config or PostprocessConfig()
     liver, tumor = liver.astype(bool), tumor.astype(bool)
     if not config.enabled:
-        return liver | tumor, tumor
+        return Postprocessed(liver | tumor, tumor, [])
     if not (liver.any() or tumor.any()):
-        return liver, tumor
+        return Postprocessed(liver, tumor, [])
     box = _bbox(liver | tumor, (2, 2, 2))
+    offset = [b.start for b in box]
     lv, tu = liver[box], tumor[box]
+    candidates: list[tuple[str, np.ndarray]] = []  # (rule, region) as each density rule decided
     if config.tumor_inside_liver:
         # Tumor voxels are liver (LiTS convention); keep tumor components that come near the liver.
         tu = tu & near_mask(tu, lv, spacing, config.tumor_liver_dilation_mm) if lv.any() else np.zeros_like(tu)
@@ -206,8 +251,11 @@ def postprocess(liver: np.ndarray, tumor: np.ndarray, spacing: tuple[float, floa
         cysts, outside = water_look_alikes(lv & ~tu, tu, image_hu[box], config)
         tu = tu & ~cysts & ~outside
         lv = (lv | cysts) & ~outside
+        candidates += [("cyst", cysts), ("outside", outside)]
     if image_hu is not None and config.parenchyma_max_delta_hu is not None and tu.any():
-        tu = tu & ~parenchyma_look_alikes(lv & ~tu, tu, image_hu[box], spacing, config)
+        alike = parenchyma_look_alikes(lv & ~tu, tu, image_hu[box], spacing, config)
+        tu = tu & ~alike
+        candidates.append(("parenchyma", alike))
     lv = lv | tu
     if config.liver_opening_mm > 0:
         lv = binary_opening_mm(lv, spacing, config.liver_opening_mm)
@@ -220,9 +268,13 @@ def postprocess(liver: np.ndarray, tumor: np.ndarray, spacing: tuple[float, floa
     if config.tumor_inside_liver:
         tu = tu & lv
     tu = remove_small_components(tu, spacing, config.min_tumor_mm3)
+    reclassified = []
+    for rule, region in candidates:  # a region "reported as liver" in a liver part dropped later is not in the result
+        region = region if rule == "outside" else region & lv
+        reclassified += _records(region, rule, image_hu[box], spacing, offset, config.min_tumor_mm3)
     liver_out, tumor_out = np.zeros_like(liver), np.zeros_like(tumor)
     liver_out[box], tumor_out[box] = lv, tu
-    return liver_out, tumor_out
+    return Postprocessed(liver_out, tumor_out, sorted(reclassified, key=lambda r: -r.volume_ml))
 
 
 def parenchyma_look_alikes(liver: np.ndarray, tumor: np.ndarray, image_hu: np.ndarray, spacing,

@@ -3,7 +3,8 @@ import itertools
 import numpy as np
 import pytest
 
-from liverseg.orientation import canonical_transform, from_canonical, lps_to_ras, to_canonical
+from liverseg.orientation import (canonical_point_to_ras, canonical_transform, from_canonical, lps_to_ras,
+                                  to_canonical)
 
 from helpers import random_rotation_matrix
 
@@ -37,6 +38,20 @@ def test_every_axis_order_maps_to_the_same_canonical_array(perm, flips):
     np.testing.assert_array_equal(to_canonical(data, t), canonical)
     np.testing.assert_array_equal(from_canonical(to_canonical(data, t), t), data)
     assert t.spacing == pytest.approx((2.5, 0.8, 0.7))
+
+
+@pytest.mark.parametrize("perm", list(itertools.permutations(range(3))))
+@pytest.mark.parametrize("flips", [(False, False, False), (True, False, True), (False, True, True)])
+def test_a_canonical_index_maps_back_to_its_voxels_ras_position(perm, flips):
+    m = _geometry(perm, flips)
+    m[:3, 3] = (12.0, -30.0, 85.0)
+    shape_kji = (4, 5, 6)
+    data = np.zeros(shape_kji, bool)
+    data[1, 3, 2] = True  # input voxel i=2, j=3, k=1
+    t = canonical_transform(shape_kji, m)
+    (c,) = np.argwhere(to_canonical(data, t))
+    expected = m @ np.array([2.0, 3.0, 1.0, 1.0])
+    assert canonical_point_to_ras(tuple(c), t, m) == pytest.approx(tuple(expected[:3]))
 
 
 def test_ras_and_lps_storage_of_one_volume_agree():

@@ -153,3 +153,30 @@ def test_the_coarse_pass_reports_the_same_probe_count_as_a_separate_probe(phanto
     assert abs(probs.probe_liver_pixels - separate) <= 2 + 0.005 * separate  # batching may move a pixel at the edge
     no_roi = Segmenter(tiny_model_path, "cpu", InferenceOptions(roi=False)).predictor.predict(canonical, t.spacing)
     assert no_roi.probe_liver_pixels is None  # no coarse pass: the check probes the image itself
+
+
+def test_tumor_the_density_rules_overrode_is_named_with_its_ras_position(segmenter, phantom, monkeypatch):
+    """The network's finding that a density rule reported otherwise comes back as a warning with where it is (RAS,
+    as Slicer's data probe shows it) and as structured data, on the input's own geometry (here stored sagittally)."""
+    from liverseg import pipeline
+    from liverseg.postprocess import Postprocessed, Reclassified
+
+    vol, _, m = phantom
+    perm = np.ascontiguousarray(np.transpose(vol, (2, 0, 1)))
+    m_perm = np.eye(4)
+    m_perm[:3, 0], m_perm[:3, 1], m_perm[:3, 2] = m[:3, 1], m[:3, 2], m[:3, 0]  # voxel axes (j, k, i)
+    m_perm[:3, 3] = m[:3, 3]
+    real = pipeline.postprocess
+
+    def with_a_reclassified_region(liver, tumor, spacing, config=None, image_hu=None):
+        out = real(liver, tumor, spacing, config, image_hu=image_hu)
+        return Postprocessed(out.liver, out.tumor, [Reclassified("cyst", 4.25, 7.0, (10.0, 40.0, 50.0))])
+
+    monkeypatch.setattr(pipeline, "postprocess", with_a_reclassified_region)
+    res = segmenter.segment(perm, m_perm, require_liver=False)
+    # canonical (slice 10, row 40, column 50) is the input voxel i=40 (row), j=10 (slice), k=50 (column) here
+    expected = tuple((m_perm @ np.array([40.0, 10.0, 50.0, 1.0]))[:3])
+    (region,) = res.reclassified
+    assert region["rule"] == "cyst" and region["centre_ras"] == pytest.approx(expected)
+    (w,) = [w for w in res.warnings if "density rules" in w]
+    assert "4.2 mL at R {:.0f}, A {:.0f}, S {:.0f} (mean 7 HU)".format(*expected) in w and "a cyst?" in w

@@ -42,7 +42,8 @@ def test_tumors_outside_the_liver_are_removed_and_tumors_count_as_liver():
     tumor = np.zeros_like(liver)
     tumor[4:6, 8:11, 8:11] = True  # inside
     tumor[4:6, 25:28, 25:28] = True  # far outside
-    liver_out, tumor_out = postprocess(liver & ~tumor, tumor, (1.0, 1.0, 1.0), PostprocessConfig(min_tumor_mm3=0))
+    out = postprocess(liver & ~tumor, tumor, (1.0, 1.0, 1.0), PostprocessConfig(min_tumor_mm3=0))
+    liver_out, tumor_out = out.liver, out.tumor
     assert tumor_out[4:6, 8:11, 8:11].all() and not tumor_out[:, 25:, 25:].any()
     assert liver_out[4:6, 8:11, 8:11].all()  # lesion voxels are liver too
     lab = to_labelmap(liver_out, tumor_out)
@@ -145,8 +146,9 @@ def test_tumor_near_the_liver_is_kept_within_the_dilation_distance_only():
 
 def test_postprocess_keeps_the_input_grid_and_ignores_empty_input():
     empty = np.zeros((4, 8, 8), bool)
-    lv, tu = postprocess(empty, empty, (1.0, 1.0, 1.0))
-    assert lv.shape == empty.shape and not lv.any() and not tu.any()
+    out = postprocess(empty, empty, (1.0, 1.0, 1.0))
+    lv, tu = out.liver, out.tumor
+    assert out.reclassified == [] and lv.shape == empty.shape and not lv.any() and not tu.any()
 
 
 def test_a_liver_cut_by_the_scan_border_keeps_its_edge_slices_and_columns():
@@ -164,7 +166,7 @@ def test_a_liver_cut_by_the_scan_border_keeps_its_edge_slices_and_columns():
         assert np.array_equal(opened[0], opened[6]) and np.array_equal(opened[-1], opened[6]), radius
         assert opened[:, 14:26, 0].all() and opened.sum() > 0.9 * liver.sum(), radius
     config = PostprocessConfig(liver_closing_mm=4.0, liver_opening_mm=2.0)
-    lv, _ = postprocess(liver, np.zeros_like(liver), spacing, config)
+    lv = postprocess(liver, np.zeros_like(liver), spacing, config).liver
     assert np.array_equal(lv, liver)
     # Away from the border the operations still work: a 1-voxel gap inside the liver is closed, a spur is opened.
     gapped = liver.copy()
@@ -199,13 +201,19 @@ def test_water_density_look_alikes_are_not_tumor():
     image[lesion] = 40 + rng.normal(0, 8, lesion.sum())
     pred_liver = liver | gall
     tumor = cyst | gall | lesion
-    lv, tu = postprocess(pred_liver, tumor, spacing, PostprocessConfig(fill_liver_holes=False, liver_closing_mm=0),
-                         image_hu=image)
+    out = postprocess(pred_liver, tumor, spacing, PostprocessConfig(fill_liver_holes=False, liver_closing_mm=0),
+                      image_hu=image)
+    lv, tu = out.liver, out.tumor
     assert not (tu & cyst).any() and not (tu & gall).any() and (tu & lesion).sum() == lesion.sum()
     assert lv[cyst].all()  # the cyst is liver
     assert not (lv & gall & ~liver).any()  # the gallbladder's bulge is background
-    lv, tu = postprocess(pred_liver, tumor, spacing, PostprocessConfig(water_hu=None), image_hu=image)
-    assert (tu & cyst).any() and (tu & gall).any()
+    # Both decisions are reported for review, largest first, with their size, density and place.
+    (gall_rec, cyst_rec) = out.reclassified
+    assert (gall_rec.rule, cyst_rec.rule) == ("outside", "cyst")
+    assert cyst_rec.volume_ml == pytest.approx(cyst.sum() * 2 / 1000) and cyst_rec.mean_hu == pytest.approx(5, abs=3)
+    assert cyst_rec.centre == pytest.approx((10, 20, 20), abs=0.5) and gall_rec.centre[1:] == pytest.approx((40, 45), abs=1)
+    out = postprocess(pred_liver, tumor, spacing, PostprocessConfig(water_hu=None), image_hu=image)
+    assert (out.tumor & cyst).any() and (out.tumor & gall).any() and out.reclassified == []
 
 
 def test_tumor_that_looks_like_the_liver_around_it_is_liver():
@@ -231,12 +239,14 @@ def test_tumor_that_looks_like_the_liver_around_it_is_liver():
         image[mixed] += rng.choice([-60.0, 0.0, 60.0], mixed.sum())  # median: the liver's; far less homogeneous
         tumor = look_alike | subtle | rim | mixed
         config = PostprocessConfig(fill_liver_holes=False, liver_closing_mm=0, water_hu=None)
-        lv, tu = postprocess(liver, tumor, spacing, config, image_hu=image)
+        out = postprocess(liver, tumor, spacing, config, image_hu=image)
+        lv, tu = out.liver, out.tumor
         assert not (tu & look_alike).any() and lv[look_alike].all(), liver_hu
+        assert [(r.rule, r.volume_ml) for r in out.reclassified] == [("parenchyma", look_alike.sum() * 2 / 1000)]
         for lesion in (subtle, rim, mixed):
             assert (tu & lesion).sum() == lesion.sum(), liver_hu
     config = PostprocessConfig(fill_liver_holes=False, liver_closing_mm=0, water_hu=None, parenchyma_max_delta_hu=None)
-    lv, tu = postprocess(liver, tumor, spacing, config, image_hu=image)
+    tu = postprocess(liver, tumor, spacing, config, image_hu=image).tumor
     assert (tu & look_alike).sum() == look_alike.sum()
 
 
