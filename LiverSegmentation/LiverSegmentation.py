@@ -244,6 +244,9 @@ class LiverSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.exportDicomSegButton.enabled = self.logic.isFromDicomDatabase(slicer.mrmlScene.GetNodeByID(job.input_volume_id))
         warnings = self.logic.lastSummary.get("warnings", [])
         self._appendLog(_("Warning: {message}").format(message=w) for w in warnings)
+        if self.logic.reviewPointsNode is not None:
+            self._appendLog([_("The regions to review are points in '{name}' (Markups module: click one to jump to "
+                               "it).").format(name=self.logic.reviewPointsNode.GetName())])
         note = " " + _("{count} warning(s): see Log.").format(count=len(warnings)) if warnings else ""
         if warnings:
             self.ui.logCollapsibleButton.collapsed = False
@@ -441,6 +444,7 @@ class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
         self.lastStatistics: dict = {}
         self.lastSummary: dict = {}
         self.statisticsTableNode = None
+        self.reviewPointsNode = None  # the latest result's "regions to review" point list, if any
 
     def getParameterNode(self):
         return LiverSegmentationParameterNode(super().getParameterNode())
@@ -603,6 +607,8 @@ class LiverSegmentationLogic(ScriptedLoadableModuleLogic):
             if self.statisticsTableNode is None or self.statisticsTableNode.GetScene() is None:
                 self.statisticsTableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", "Liver statistics")
             scene.fill_statistics_table(self.statisticsTableNode, self.lastStatistics)
+            self.reviewPointsNode = scene.add_review_points(slicer.mrmlScene, inputVolumeNode,
+                                                            result.summary.get("reclassified", []))
         except Exception:
             if created:
                 slicer.mrmlScene.RemoveNode(outputSegmentationNode)

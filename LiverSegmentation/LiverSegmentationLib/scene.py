@@ -72,6 +72,27 @@ def add_result_segmentation(scene, volume_node, labelmap: np.ndarray, include_tu
     return node
 
 
+def add_review_points(scene, volume_node, regions: list[dict]):
+    """A locked point list "<CT> regions to review" with one point per region the network called tumor and a
+    density rule reported otherwise (``result.reclassified``: centre in the CT's own RAS frame), so the reader can
+    jump to each one from the Markups module; under the CT's parent transform like the segmentation. None when
+    there is nothing to review."""
+    from liverseg.postprocess import RECLASSIFICATIONS
+
+    if not regions:
+        return None
+    node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode",
+                                   scene.GenerateUniqueName(f"{volume_node.GetName()} regions to review"))
+    node.CreateDefaultDisplayNodes()
+    transform = volume_node.GetParentTransformNode()
+    node.SetAndObserveTransformNodeID(transform.GetID() if transform is not None else None)
+    for region in regions:
+        i = node.AddControlPoint(*[float(v) for v in region["centre_ras"]], f"{region['volume_ml']:.1f} mL")
+        node.SetNthControlPointDescription(i, f"mean {region['mean_hu']:.0f} HU: {RECLASSIFICATIONS[region['rule']]}")
+        node.SetNthControlPointLocked(i, True)
+    return node
+
+
 def show_surfaces(segmentation_node) -> None:
     """Show the segments as closed surfaces in the 3D view (as Segment Editor's "Show 3D" does)."""
     display = segmentation_node.GetDisplayNode()

@@ -54,7 +54,7 @@ def run(job_dir: Path) -> int:
                                    progress=progress, allow_non_hu=job.allow_non_hu)
         _save_labelmap(job_dir / "labelmap.npy", result.labelmap)
         summary = {"ok": True, "statistics": result.statistics, "timings": result.timings, "model": result.model,
-                   "device": result.device, "warnings": result.warnings}
+                   "device": result.device, "warnings": result.warnings, "reclassified": result.reclassified}
     except Exception as exc:  # reported to the GUI as one message
         summary = {"ok": False, "error": str(exc), "error_type": type(exc).__name__, "traceback": traceback.format_exc()}
     try:

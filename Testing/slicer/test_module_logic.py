@@ -318,12 +318,24 @@ def test_segmentation_of_a_ct_under_a_transform_overlays_it_in_world_coordinates
     volume = add_volume(scene, array, m, "registered CT")
     transform, t = _transform(scene, rotation, translation)
     volume.SetAndObserveTransformNodeID(transform.GetID())
-    seg_node = headless.LiverSegmentationLogic().process(volume, None, SegmentationParameters(device="cpu"))
+    logic = headless.LiverSegmentationLogic()
+    seg_node = logic.process(volume, None, SegmentationParameters(device="cpu"))
     assert seg_node.GetParentTransformNode() is transform
-    engine = Segmenter(None, "cpu").segment(array, m).labelmap
+    result = Segmenter(None, "cpu").segment(array, m)
+    engine = result.labelmap
     np.testing.assert_array_equal(_labelmap_from_segments(seg_node, volume), engine)
     hardened = add_volume(scene, array, t @ m, "hardened grid")  # the CT's voxels where they are displayed
     np.testing.assert_array_equal(_labelmap_from_segments(seg_node, hardened), engine)
+    # The regions the density rules took from the network's tumor are points where they are displayed, too.
+    regions = result.reclassified
+    assert regions, "LiTS 117: the default model's 27 mL parenchyma look-alike is expected here"
+    points = logic.reviewPointsNode
+    assert points.GetParentTransformNode() is transform and points.GetNumberOfControlPoints() == len(regions)
+    world = [0.0, 0.0, 0.0]
+    points.GetNthControlPointPositionWorld(0, world)
+    assert world == pytest.approx(list((t @ [*regions[0]["centre_ras"], 1.0])[:3]), abs=1e-3)
+    assert points.GetNthControlPointLabel(0) == f"{regions[0]['volume_ml']:.1f} mL"
+    assert "reported as liver" in points.GetNthControlPointDescription(0) and points.GetNthControlPointLocked(0)
 
 
 @pytest.mark.slow
