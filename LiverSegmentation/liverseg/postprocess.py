@@ -216,14 +216,14 @@ def _records(mask: np.ndarray, rule: str, image_hu: np.ndarray, spacing, offset,
     """One :class:`Reclassified` per component of ``mask`` (a box of the canonical grid starting at ``offset``);
     components below the tumor size limit would not have been reported as tumor anyway."""
     voxel_mm3 = float(np.prod(spacing))
-    labels, n = ndimage.label(mask, structure=_FULL)
+    labels, _ = ndimage.label(mask, structure=_FULL)
     out = []
-    for i in range(1, n + 1):
-        comp = labels == i
+    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+        comp = labels[sl] == i
         if comp.sum() * voxel_mm3 < min_mm3:
             continue
-        centre = tuple(float(c + o) for c, o in zip(ndimage.center_of_mass(comp), offset))
-        out.append(Reclassified(rule, float(comp.sum() * voxel_mm3 / 1000), float(image_hu[comp].mean()), centre))
+        centre = tuple(float(c + s.start + o) for c, s, o in zip(ndimage.center_of_mass(comp), sl, offset))
+        out.append(Reclassified(rule, float(comp.sum() * voxel_mm3 / 1000), float(image_hu[sl][comp].mean()), centre))
     return out
 
 
