@@ -35,10 +35,19 @@ def wait_for_port(host: str, port: int, process: subprocess.Popen, timeout_s: fl
     return False
 
 
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:  # it ended meanwhile
+        pass
+
+
 class Launcher:
-    def __init__(self, host: str, port: int, session_args: list[str], max_sessions: int, start_timeout_s: float = 120):
+    def __init__(self, host: str, port: int, session_args: list[str], max_sessions: int, start_timeout_s: float = 120,
+                 stop_grace_s: float = 10.0):
         self.host, self.port = host, port
         self.session_args, self.max_sessions, self.start_timeout_s = session_args, max_sessions, start_timeout_s
+        self.stop_grace_s = stop_grace_s  # how long stopping sessions waits for them to clean up before SIGKILL
         self.sessions: dict[int, subprocess.Popen] = {}
         self._lock = threading.Lock()
 
@@ -63,17 +72,27 @@ class Launcher:
         return port
 
     def stop(self, port: int) -> None:
-        proc = self.sessions.get(port)
-        if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        self._stop([port])
 
     def stop_all(self) -> None:
-        for port in list(self.sessions):
-            self.stop(port)
+        self._stop(list(self.sessions))
+
+    def _stop(self, ports: list[int]) -> None:
+        """SIGTERM every session's process group at once (each then removes its files), one shared grace period,
+        then SIGKILL what is left. Why at once: one by one, N slow sessions made Ctrl+C take N times the grace."""
+        procs = {port: self.sessions[port] for port in ports if port in self.sessions}
+        procs = {port: proc for port, proc in procs.items() if proc.poll() is None}
+        for proc in procs.values():
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_grace_s
+        for port, proc in procs.items():
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("The session on port %d did not stop within %.0f s; killed (its temporary folder may "
+                            "remain in %s).", port, self.stop_grace_s, os.environ.get("TMPDIR", "the system's temporary folder"))
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
 
     def serve(self) -> None:
         launcher = self

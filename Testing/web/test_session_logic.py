@@ -129,3 +129,28 @@ def test_an_erased_result_is_not_downloaded_as_if_it_were_one(session, tmp_path)
     for kind in ("nii.gz", "seg.nrrd", "csv"):
         with pytest.raises(RuntimeError, match="no 'Liver' voxels"):
             liver.result_file(kind)
+
+
+def test_stopping_the_launcher_stops_slow_sessions_together(tmp_path):
+    """Ctrl+C on the launcher: sessions that ignore SIGTERM are killed after one shared grace period, not one
+    grace period each (three stubborn sessions used to take three times as long); a session that honours SIGTERM
+    ends at once. No process is left behind."""
+    import subprocess
+    import sys
+    import time
+
+    from liverseg_web.launcher import Launcher
+
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, lambda *a: None); print('ready', flush=True); time.sleep(120)"
+    polite = "import time; print('ready', flush=True); time.sleep(120)"
+    launcher = Launcher("127.0.0.1", 0, [], max_sessions=4, stop_grace_s=2.0)
+    for port, code in enumerate([stubborn, stubborn, stubborn, polite], start=1):
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True)
+        assert proc.stdout.readline().strip() == b"ready"  # its SIGTERM handler is in place
+        launcher.sessions[port] = proc
+    t0 = time.monotonic()
+    launcher.stop_all()
+    elapsed = time.monotonic() - t0
+    assert 1.9 <= elapsed < 4.0, elapsed  # one grace period, not three
+    assert all(proc.poll() is not None for proc in launcher.sessions.values())
+    assert launcher.sessions[4].returncode == -15 and launcher.sessions[1].returncode == -9  # SIGTERM / SIGKILL
