@@ -35,6 +35,10 @@ def wait_for_port(host: str, port: int, process: subprocess.Popen, timeout_s: fl
     return False
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
     try:
         os.killpg(proc.pid, sig)
@@ -120,6 +124,11 @@ class Launcher:
             def log_message(self, fmt, *args):
                 log.info("%s %s", self.address_string(), fmt % args)
 
+        # Ctrl+C and SIGTERM (a service manager, `kill`) both stop every session: the sessions run in their own
+        # process groups, so a launcher that simply died would leave them running. SIGINT is set explicitly because
+        # a launcher started in the background inherits it ignored.
+        signal.signal(signal.SIGINT, _interrupt)
+        signal.signal(signal.SIGTERM, _interrupt)
         httpd = ThreadingHTTPServer((self.host, self.port), Handler)
         print(f"Liver Segmentation web app: open http://{self.host}:{httpd.server_address[1]}/ in a browser "
               f"(Ctrl+C stops it and every session).", flush=True)

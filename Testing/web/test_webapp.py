@@ -73,8 +73,9 @@ def _start_launcher(tmp: Path, *args: str) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}/"
 
 
-def _stop_launcher(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl+C: the launcher stops every session it started
+def _stop_launcher(proc: subprocess.Popen, sig: int = signal.SIGINT) -> None:
+    """SIGINT as Ctrl+C, SIGTERM as a service manager: either way the launcher stops every session it started."""
+    os.killpg(proc.pid, sig)
     try:
         proc.wait(30)
     except subprocess.TimeoutExpired:
@@ -251,8 +252,9 @@ def test_uploads_sessions_and_idle_cleanup(server, browser, tmp_path):
 
 
 def test_session_limit_and_stopping_the_server(tmp_path):
-    """At most --max-sessions sessions, then a clear refusal; Ctrl+C on the server ends every session, and their
-    temporary folders are gone. (Idle timeout long here, so that no session ends by itself during the test.)"""
+    """At most --max-sessions sessions, then a clear refusal; SIGTERM on the server (a service manager stopping it;
+    the module's other launcher is stopped with Ctrl+C's SIGINT) ends every session, and their temporary folders are
+    gone. (Idle timeout long here, so that no session ends by itself during the test.)"""
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args, **kwargs):
@@ -274,7 +276,7 @@ def test_session_limit_and_stopping_the_server(tmp_path):
         assert "All 2 sessions of this server are in use" in refusal
         assert len(_session_folders(tmp_path)) == 2
     finally:
-        _stop_launcher(proc)
+        _stop_launcher(proc, signal.SIGTERM)
     assert not _session_folders(tmp_path)
     for location in locations:  # the session servers are gone too
         port = int(location.rstrip("/").rsplit(":", 1)[1])
