@@ -60,6 +60,7 @@ def main() -> None:
     lits = {"liver_dice": sample["liver"]["dice"], "tumor_dice": sample["tumor"]["dice"],
             "liver_hd95_mm": sample["liver"]["hd95_mm"], "tumor_hd95_mm": sample["tumor"]["hd95_mm"],
             "liver_assd_mm": sample["liver"]["assd_mm"], "tumor_detection_recall": sample["tumor"]["detection_recall"],
+            "tumor_detection_recall_iou50": sample["tumor"]["detection_recall_iou50"],
             "tumor_detection_precision": sample["tumor"]["detection_precision"]}
     lits["liver_dice_floor"] = floor2(lits["liver_dice"])
     lits["tumor_dice_floor"] = floor2(lits["tumor_dice"])
