@@ -462,7 +462,11 @@ def test_widget_apply_progress_finish_edit_and_cancel(scene, headless, sample_ar
         statuses.append(ui.statusLabel.text)
     assert errors == [], errors
     assert ui.applyButton.text == "Apply" and ui.inputVolumeSelector.enabled and not ui.progressBar.visible
-    assert ui.statusLabel.text.startswith("Done in")
+    assert ui.statusLabel.text.startswith("Done in") and "warning(s): see Log" in ui.statusLabel.text
+    # LiTS 117: the density rules' override is in the Log, with the point list that marks it
+    assert any("density rules" in line for line in ui.logTextEdit.lines)
+    assert any("regions to review" in line and "Markups module" in line for line in ui.logTextEdit.lines)
+    assert not ui.logCollapsibleButton.collapsed
     shown = [t for t in statuses if t]
     assert shown and "" not in statuses[statuses.index(shown[0]):]  # once a message is shown, it is never blanked
     assert ui.statisticsTableWidget.cells[(0, 0)] == "Liver volume (mL)"
