@@ -227,9 +227,14 @@ class MeanMaps:
         self.z_lo, self.z_hi = math.inf, -math.inf
 
     def add(self, probs: ProbabilityMaps) -> None:
-        self.first = self.first or probs
-        self.liver = probs.liver.astype(np.uint16) if self.liver is None else self.liver + probs.liver
-        self.tumor = probs.tumor.astype(np.uint16) if self.tumor is None else self.tumor + probs.tumor
+        if self.first is None:  # summed only once a second map comes (the widening copy costs ~0.2 s on 512^2 x 200)
+            self.first = probs
+        elif self.liver is None:
+            self.liver = self.first.liver.astype(np.uint16) + probs.liver
+            self.tumor = self.first.tumor.astype(np.uint16) + probs.tumor
+        else:
+            self.liver += probs.liver
+            self.tumor += probs.tumor
         self.n, self.slices_run = self.n + 1, self.slices_run + probs.slices_run
         self.z_lo, self.z_hi = min(self.z_lo, probs.roi_slices[0]), max(self.z_hi, probs.roi_slices[1])
 

@@ -116,8 +116,11 @@ def reference_lesion_matches(pred: np.ndarray, ref: np.ndarray) -> list[tuple[tu
     Why the IoU and not only "touched": one large predicted region that touches many small lesions counts them all as
     found, which flatters a model that paints the liver's edge; the IoU counts a lesion only when it is segmented."""
     pred = pred.astype(bool)
+    return _matches(pred, ndimage.label(pred, _LESION_CONNECTIVITY)[0], ref)
+
+
+def _matches(pred: np.ndarray, pred_lab: np.ndarray, ref: np.ndarray) -> list[tuple[tuple[slice, ...], np.ndarray, float]]:
     ref_lab, _ = ndimage.label(ref, _LESION_CONNECTIVITY)
-    pred_lab, _ = ndimage.label(pred, _LESION_CONNECTIVITY)
     pred_sizes = np.bincount(pred_lab.ravel())
     out = []
     for i, sl in enumerate(ndimage.find_objects(ref_lab), start=1):
@@ -134,14 +137,12 @@ def lesion_detection(pred: np.ndarray, ref: np.ndarray) -> dict:
     """Lesion-wise detection. A reference lesion is "detected" when a predicted lesion touches it and
     "detected_iou50" when its IoU with the predicted lesions touching it exceeds 0.5 (:data:`MATCH_IOU`); a
     predicted lesion is a true one when it touches a reference lesion."""
-    matches = reference_lesion_matches(pred, ref)
+    pred, ref = pred.astype(bool), ref.astype(bool)
+    pred_lab, n_pred = ndimage.label(pred, _LESION_CONNECTIVITY)
+    matches = _matches(pred, pred_lab, ref)
     found = sum(iou > 0 for _, _, iou in matches)
     matched = sum(iou > MATCH_IOU for _, _, iou in matches)
-    pred_lab, n_pred = ndimage.label(pred, _LESION_CONNECTIVITY)
-    true_pred = 0
-    for i, sl in enumerate(ndimage.find_objects(pred_lab), start=1):
-        if np.any((pred_lab[sl] == i) & ref[sl].astype(bool)):
-            true_pred += 1
+    true_pred = int(np.count_nonzero(np.unique(pred_lab[ref])))  # the predicted lesions with a reference voxel
     n_ref = len(matches)
     return {
         "reference_lesions": n_ref, "predicted_lesions": int(n_pred), "detected": int(found),
@@ -195,12 +196,21 @@ def json_safe(obj):
     return obj
 
 
+def bounding_box(mask: np.ndarray, margin: tuple[int, ...] | None = None) -> tuple[slice, ...]:
+    """The slices that hold every set voxel of a non-empty ``mask``, widened by ``margin`` voxels per axis (within
+    the array). Why: labelling or morphology on a whole CT costs ~0.3 s per pass on 512 x 512 x 200 when the
+    voxels that matter fill a small box."""
+    margin = margin or (0,) * mask.ndim
+    idx = [np.nonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax)))[0] for ax in range(mask.ndim)]
+    return tuple(slice(max(0, int(i.min()) - m), min(n, int(i.max()) + m + 1)) for i, m, n in zip(idx, margin, mask.shape))
+
+
 def labelmap_statistics(labelmap: np.ndarray, voxel_mm3: float) -> dict:
     """Liver volume (tumors included), tumor count and volume, tumor burden: what the GUI and CLI summarise."""
     liver_vox = int(np.count_nonzero(labelmap >= LIVER))
     tumor_mask = labelmap == TUMOR
     tumor_vox = int(np.count_nonzero(tumor_mask))
-    count = int(ndimage.label(tumor_mask, np.ones((3, 3, 3), bool))[1]) if tumor_vox else 0
+    count = int(ndimage.label(tumor_mask[bounding_box(tumor_mask)], _LESION_CONNECTIVITY)[1]) if tumor_vox else 0
     return {
         "liver_volume_ml": liver_vox * voxel_mm3 / 1000.0,
         "tumor_count": count,
@@ -216,7 +226,9 @@ def longest_axial_diameter_mm(mask: np.ndarray, spacing_yx: tuple[float, float])
     from scipy.spatial.distance import pdist
 
     best = 0.0
-    labels, _ = ndimage.label(mask, np.ones((3, 3, 3), bool))
+    if not mask.any():
+        return best
+    labels, _ = ndimage.label(mask[bounding_box(mask)], _LESION_CONNECTIVITY)
     for i, sl in enumerate(ndimage.find_objects(labels), start=1):
         for k in range(sl[0].start, sl[0].stop):
             region = labels[k, sl[1], sl[2]] == i

@@ -7,6 +7,7 @@ import numpy as np
 from scipy import ndimage
 
 from .labels import BACKGROUND, LIVER, TUMOR
+from .metrics import bounding_box
 
 
 @dataclass
@@ -69,16 +70,11 @@ def ellipsoid(radius_mm: float, spacing: tuple[float, float, float]) -> np.ndarr
     return dist <= 1.0
 
 
-def _bbox(mask: np.ndarray, margin: tuple[int, int, int]) -> tuple[slice, ...]:
-    idx = [np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))[0] for ax in range(3)]
-    return tuple(slice(max(0, i.min() - m), min(n, i.max() + m + 1)) for i, m, n in zip(idx, margin, mask.shape))
-
-
 def _in_bbox(mask: np.ndarray, radius_vox: tuple[int, int, int], op) -> np.ndarray:
     """Apply ``op`` on the mask's bounding box (plus a margin) only: morphology on a whole CT is wasted work."""
     if not mask.any():
         return mask
-    box = _bbox(mask, tuple(r + 1 for r in radius_vox))
+    box = bounding_box(mask, tuple(r + 1 for r in radius_vox))
     out = np.zeros_like(mask)
     out[box] = op(mask[box])
     return out
@@ -130,7 +126,7 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     mask = mask.astype(bool)
     if not mask.any():
         return mask
-    box = _bbox(mask, (1, 1, 1))
+    box = bounding_box(mask, (1, 1, 1))
     sub = _fill(mask[box], ndimage.generate_binary_structure(3, 1))
     cross = ndimage.generate_binary_structure(2, 1)
     for z in np.nonzero(sub.any(axis=(1, 2)))[0]:
@@ -240,7 +236,7 @@ def postprocess(liver: np.ndarray, tumor: np.ndarray, spacing: tuple[float, floa
         return Postprocessed(liver | tumor, tumor, [])
     if not (liver.any() or tumor.any()):
         return Postprocessed(liver, tumor, [])
-    box = _bbox(liver | tumor, (2, 2, 2))
+    box = bounding_box(liver | tumor, (2, 2, 2))
     offset = [b.start for b in box]
     lv, tu = liver[box], tumor[box]
     candidates: list[tuple[str, np.ndarray]] = []  # (rule, region) as each density rule decided

@@ -131,6 +131,49 @@ def test_labelmap_statistics():
     assert s["tumor_burden_percent"] == pytest.approx(0.4)
 
 
+def test_bounding_box_holds_every_voxel_and_its_margin_stays_inside_the_array():
+    mask = np.zeros((6, 8, 9), bool)
+    mask[0, 3, 4] = mask[2, 5, 8] = True
+    assert metrics.bounding_box(mask) == (slice(0, 3), slice(3, 6), slice(4, 9))
+    assert metrics.bounding_box(mask, (2, 1, 3)) == (slice(0, 5), slice(2, 7), slice(1, 9))
+
+
+def test_lesion_counts_and_diameter_do_not_depend_on_where_the_lesions_sit():
+    """The statistics label only the lesions' bounding box: the same lesions give the same numbers anywhere in a
+    larger volume, at its corners too (26-connected: two lesions touching at a corner are one)."""
+    small = np.zeros((4, 12, 12), np.uint8)
+    small[:, 2:10, 2:10] = 1
+    small[1, 3:6, 3:8] = 2  # 3 x 5 pixels: diameter hypot(2, 4) pixels
+    small[2, 8, 8] = small[3, 9, 9] = 2  # one lesion of two voxels touching at a corner
+    big = np.zeros((9, 30, 40), np.uint8)
+    big[5:9, 18:30, 28:40] = small  # at the far corner
+    for lab in (small, big):
+        s = metrics.labelmap_statistics(lab, 1.0)
+        assert s["tumor_count"] == 2 and s["tumor_volume_ml"] == pytest.approx(0.017)
+        assert metrics.longest_axial_diameter_mm(lab == 2, (0.5, 1.0)) == pytest.approx(math.hypot(1.0, 4.0))
+
+
+def test_mean_maps_of_one_map_is_that_map_and_of_several_rounds_half_up():
+    from liverseg.inference import MeanMaps, ProbabilityMaps
+
+    def maps(v, roi):
+        return ProbabilityMaps(np.full((2, 2, 2), v, np.uint8), np.full((2, 2, 2), 255 - v, np.uint8), 3, roi, 7)
+    one = MeanMaps()
+    first = maps(200, (0, 2))
+    one.add(first)
+    assert one.result() is first
+    mean = MeanMaps()
+    for v, roi in ((255, (1, 2)), (254, (0, 1)), (0, (0, 2))):
+        mean.add(maps(v, roi))
+    r = mean.result()
+    assert r.liver.dtype == np.uint8 and int(r.liver[0, 0, 0]) == 170 and int(r.tumor[0, 0, 0]) == 85  # 509/3, 256/3
+    assert (r.slices_run, r.roi_slices, r.probe_liver_pixels) == (9, (0, 2), 7)
+    two = MeanMaps()
+    two.add(maps(1, (0, 2)))
+    two.add(maps(2, (0, 2)))
+    assert int(two.result().liver[0, 0, 0]) == 2  # 1.5 rounds half up
+
+
 def test_tumor_near_the_liver_is_kept_within_the_dilation_distance_only():
     from liverseg.postprocess import near_mask
 
