@@ -40,12 +40,18 @@ class SegmentationResult:
     reclassified: list[dict] = field(default_factory=list)
 
 
+def describe_region(region: dict) -> str:
+    """One reclassified region (an entry of ``SegmentationResult.reclassified``) in the words the user reads: size,
+    where (RAS, as Slicer's data probe shows it), density and what the rule made of it."""
+    x, y, z = region["centre_ras"]
+    return (f"{region['volume_ml']:.1f} mL at R {x:.0f}, A {y:.0f}, S {z:.0f} (mean {region['mean_hu']:.0f} HU): "
+            f"{RECLASSIFICATIONS[region['rule']]}")
+
+
 def reclassified_warning(regions: list[dict], shown: int = 5) -> str:
     """One line naming the regions (largest first) the network called tumor and a density rule did not, with where
-    to find them (RAS, as Slicer's data probe shows it), so a reader can check each one."""
-    parts = [f"{r['volume_ml']:.1f} mL at R {r['centre_ras'][0]:.0f}, A {r['centre_ras'][1]:.0f}, "
-             f"S {r['centre_ras'][2]:.0f} (mean {r['mean_hu']:.0f} HU): {RECLASSIFICATIONS[r['rule']]}"
-             for r in regions[:shown]]
+    to find them, so a reader can check each one."""
+    parts = [describe_region(r) for r in regions[:shown]]
     more = f"; and {len(regions) - shown} smaller" if len(regions) > shown else ""
     return (f"The network called {len(regions)} region(s) tumor that the density rules did not report as tumor; "
             f"review them: " + "; ".join(parts) + more + ".")

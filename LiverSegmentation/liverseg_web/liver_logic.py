@@ -22,6 +22,7 @@ import slicer
 
 from liverseg.checks import InputError, check_volume
 from liverseg.io import ImageData, write_labelmap
+from liverseg.pipeline import describe_region
 from liverseg.sample import fetch_sample
 from LiverSegmentationLib import scene
 from LiverSegmentationLib.parameters import SegmentationParameters
@@ -74,6 +75,7 @@ class LiverLogic:
         self.python = python_executable or sys.executable
         self.volume_node = None
         self.result_node = None
+        self.review_node = None  # the latest result's "regions to review" point list
         self.process = None
         self.task: asyncio.Task | None = None  # the running segmentation's follower (progress, then the result)
         self._chunks: list[dict] = []
@@ -81,7 +83,7 @@ class LiverLogic:
         self._upload_refused = False
         state = server.state
         state.update({"liver_busy": False, "liver_progress": 0.0, "liver_message": "", "liver_log": "",
-                      "liver_error": "", "liver_warnings": [], "liver_status": "Load a CT to start.",
+                      "liver_error": "", "liver_warnings": [], "liver_review": [], "liver_status": "Load a CT to start.",
                       "liver_tumor": True, "liver_has_volume": False, "liver_has_result": False, "liver_stats": [],
                       "liver_stem": "liver",  # downloads are named <stem>.seg.nrrd etc.
                       "liver_max_upload_mb": max_upload_bytes / 1e6,
@@ -91,6 +93,7 @@ class LiverLogic:
         ctrl.liver_segment = self.segment
         ctrl.liver_cancel = self.cancel
         ctrl.liver_update_statistics = self.update_statistics
+        ctrl.liver_show_review = self.show_review
 
     @property
     def state(self):
@@ -150,10 +153,10 @@ class LiverLogic:
             raise ValueError("None of the uploaded files is a CT volume Slicer can read (NIfTI, NRRD, MHA, or a "
                              "zip of one DICOM series).")
         volume = max(volumes, key=lambda v: int(np.prod(v.GetImageData().GetDimensions())))
-        self.volume_node, self.result_node = volume, None
+        self.volume_node, self.result_node, self.review_node = volume, None, None
         stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in volume.GetName()) + "_liver"
         self.state.update({"liver_stem": stem, "liver_has_volume": True, "liver_has_result": False, "liver_stats": [],
-                           "liver_warnings": [], "liver_log": "", "liver_progress": 0.0})
+                           "liver_warnings": [], "liver_review": [], "liver_log": "", "liver_progress": 0.0})
         self.report(status=f"Loaded '{volume.GetName()}' ({' x '.join(map(str, volume.GetImageData().GetDimensions()))}). "
                             "Click Segment liver.")
         self.on_volume_loaded(volume)
@@ -229,10 +232,31 @@ class LiverLogic:
         editor.show_3d(True)
         self.result_node = node
         self.state.liver_warnings = list(result.summary.get("warnings", []))
+        self._show_review_points(volume, result.summary.get("reclassified", []))
         self.state.liver_has_result = True
         self._show_statistics(result.labelmap)
         self.report(status=f"Done in {seconds:.1f} s ({result.summary.get('model', '')}, "
                             f"{result.summary.get('device', '')}). Refine with the brush tools, then download.")
+
+    def _show_review_points(self, volume, regions: list[dict]) -> None:
+        """The regions a density rule took from the network's tumor, as points in the views (the Slicer module's
+        "<CT> regions to review" list) and as a list on the page whose entries centre the views on them; an
+        earlier result's points go (they describe a result that is no longer shown)."""
+        if self.review_node is not None and self.review_node.GetScene() is not None:
+            self.app.scene.RemoveNode(self.review_node)
+        self.review_node = scene.add_review_points(self.app.scene, volume, regions)
+        self.state.liver_review = [
+            {"index": i, "text": describe_region(r)} for i, r in enumerate(regions)]
+
+    def show_review(self, index: int) -> None:
+        """Centre the slice views on review point ``index`` (its world position, transforms included)."""
+        node = self.review_node
+        if node is None or node.GetScene() is None or not 0 <= int(index) < node.GetNumberOfControlPoints():
+            self.report("That region is no longer in the scene; segment the CT again to list the regions.")
+            return
+        position = node.GetNthControlPointPositionWorld(int(index))
+        slicer.vtkMRMLSliceNode.JumpAllSlices(self.app.scene, *position, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+        self.report(status=f"Views centred on region {int(index) + 1}: {self.state.liver_review[int(index)]['text']}")
 
     def cancel(self) -> None:
         if self.process is not None:

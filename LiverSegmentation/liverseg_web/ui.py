@@ -71,6 +71,13 @@ class LiverPanel(html.Div):
                    classes="liver-error mb-2", closable=True, click_close="liver_error = ''")
             VAlert(v_for="w in liver_warnings", type="warning", density="compact", text=("w",),
                    classes="liver-warning mb-2")
+            with html.Div(v_if=("liver_review.length",), classes="liver-review mb-2"):
+                html.Div("Regions to review (points in the views; click one to centre the views on it):",
+                         classes="text-caption")
+                VBtn("{{ r.text }}", v_for="r in liver_review", key="r.index", block=True, variant="text",
+                     size="small", prepend_icon="mdi-crosshairs-gps", classes="liver-review-item text-none",
+                     style="white-space: normal; height: auto; justify-content: start; text-align: left;",
+                     click=(ctrl.liver_show_review, "[r.index]"))
             with html.Div(v_if=("liver_has_result",)):
                 with VTable(density="compact", classes="liver-statistics"):
                     with html.Tbody():

@@ -154,3 +154,58 @@ def test_stopping_the_launcher_stops_slow_sessions_together(tmp_path):
     assert 1.9 <= elapsed < 4.0, elapsed  # one grace period, not three
     assert all(proc.poll() is not None for proc in launcher.sessions.values())
     assert launcher.sessions[4].returncode == -15 and launcher.sessions[1].returncode == -9  # SIGTERM / SIGKILL
+
+
+def test_regions_to_review_are_points_in_the_views_and_a_list_that_centres_them(session, tmp_path):
+    """A result with regions that a density rule took from the network's tumor: the scene gets the Slicer module's
+    locked "<CT> regions to review" point list, the page lists each region in the engine's words, and clicking one
+    centres every slice view on it. A new result replaces the points; a new CT clears them. The worker is replaced
+    by a stand-in that has already succeeded (state and result() are all ``_finish`` reads)."""
+    import types
+
+    from liverseg.benchmark import phantom_ijk_to_ras, synthetic_case
+    from liverseg.io import ImageData, write_image
+    from liverseg.pipeline import describe_region
+    from LiverSegmentationLib.process import JobResult, JobState
+
+    spacing = (2.5, 0.8, 0.8)
+    volume, label = synthetic_case((20, 96, 96), spacing, tumors=1)
+    path = write_image(tmp_path / "ct.nii.gz", ImageData.from_array(volume, phantom_ijk_to_ras(spacing)))
+    liver, state, mrml = session.liver, session.server.state, session.slicer_app.scene
+    liver.load_files([path])
+    regions = [{"rule": "parenchyma", "volume_ml": 26.7, "mean_hu": 116.0, "centre_ras": [-20.0, 10.0, 5.0]},
+               {"rule": "outside", "volume_ml": 2.5, "mean_hu": 8.0, "centre_ras": [-30.0, -5.0, -12.5]}]
+
+    def finish(found):
+        done = types.SimpleNamespace(state=JobState.SUCCEEDED, result=lambda: JobResult(
+            label, {"warnings": ["w"], "reclassified": found, "model": "m", "device": "cpu"}))
+        liver._finish(done, liver.volume_node.GetID(), True, 1.0)
+
+    def review_nodes():
+        nodes = mrml.GetNodesByClass("vtkMRMLMarkupsFiducialNode")
+        return [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]
+
+    finish(regions)
+    [points] = review_nodes()
+    assert points.GetName().endswith("regions to review") and points.GetNumberOfControlPoints() == 2
+    assert [r["text"] for r in state.liver_review] == [describe_region(r) for r in regions]
+    slice_nodes = mrml.GetNodesByClass("vtkMRMLSliceNode")
+    assert slice_nodes.GetNumberOfItems() >= 1
+    for index, region in ((1, regions[1]), (0, regions[0])):
+        liver.show_review(index)
+        assert state.liver_status == f"Views centred on region {index + 1}: {describe_region(region)}"
+        for i in range(slice_nodes.GetNumberOfItems()):
+            m = slice_nodes.GetItemAsObject(i).GetSliceToRAS()
+            assert [m.GetElement(r, 3) for r in range(3)] == pytest.approx(region["centre_ras"], abs=1e-3)
+
+    finish(regions[1:])  # a new result: its own points only
+    [points] = review_nodes()
+    assert points.GetNumberOfControlPoints() == 1 and len(state.liver_review) == 1
+    liver.show_review(1)  # an entry of the earlier list
+    assert "no longer in the scene" in state.liver_error
+
+    finish([])
+    assert review_nodes() == [] and state.liver_review == []
+    finish(regions)
+    liver.load_files([path])
+    assert review_nodes() == [] and state.liver_review == [] and liver.review_node is None

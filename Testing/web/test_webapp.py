@@ -158,6 +158,7 @@ def test_sample_segment_paint_undo_download(server, browser, sample):
 
     from liverseg import Segmenter
     from liverseg.io import read_image
+    from liverseg.pipeline import describe_region
 
     browser.get(server["url"])
     assert _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".liver-sample"), 60, "the page")
@@ -173,7 +174,15 @@ def test_sample_segment_paint_undo_download(server, browser, sample):
     assert "Liver volume" in _text(browser, ".liver-statistics")
 
     image = read_image(sample["image"])
-    expected = Segmenter().segment(image.array, image.ijk_to_ras).labelmap
+    engine = Segmenter().segment(image.array, image.ijk_to_ras)
+    expected = engine.labelmap
+    # The regions a density rule took from the network's tumor: listed in the engine's words; a click centres the
+    # views on one (the session says so in its status line).
+    items = browser.find_elements(By.CSS_SELECTOR, ".liver-review-item")
+    assert [i.text for i in items] == [describe_region(r) for r in engine.reclassified] and items
+    items[-1].click()
+    _wait(lambda: _text(browser, ".liver-status").startswith(f"Views centred on region {len(items)}:"), 30,
+          "the views to centre on the last region")
     web = _read_labelmap(_download(browser, ".liver-download-nii-gz", ".nii.gz"))
     assert web.shape == expected.shape and (expected == 2).any()
     assert np.array_equal(web, expected), f"{int((web != expected).sum())} voxels differ from the engine"
