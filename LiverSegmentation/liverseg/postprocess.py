@@ -99,12 +99,15 @@ def remove_small_components(mask: np.ndarray, spacing: tuple[float, float, float
     """Drop components smaller than ``min_mm3`` cubic millimetres."""
     if min_mm3 <= 0 or not mask.any():
         return mask.astype(bool)
-    labels, n = ndimage.label(mask, structure=_FULL)
+    box = bounding_box(mask)  # lesions fill a small box of the scan: label only that
+    labels, n = ndimage.label(mask[box], structure=_FULL)
     voxel_mm3 = float(np.prod(spacing))
     sizes = np.bincount(labels.ravel()) * voxel_mm3
     keep = sizes >= min_mm3
     keep[0] = False
-    return keep[labels]
+    out = np.zeros(mask.shape, bool)
+    out[box] = keep[labels]
+    return out
 
 
 def _fill(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
@@ -211,15 +214,20 @@ def water_look_alikes(liver: np.ndarray, tumor: np.ndarray, image_hu: np.ndarray
 def _records(mask: np.ndarray, rule: str, image_hu: np.ndarray, spacing, offset, min_mm3: float) -> list[Reclassified]:
     """One :class:`Reclassified` per component of ``mask`` (a box of the canonical grid starting at ``offset``);
     components below the tumor size limit would not have been reported as tumor anyway."""
+    if not mask.any():
+        return []
     voxel_mm3 = float(np.prod(spacing))
-    labels, _ = ndimage.label(mask, structure=_FULL)
+    box = bounding_box(mask)
+    labels, _ = ndimage.label(mask[box], structure=_FULL)
+    offset = [o + b.start for o, b in zip(offset, box)]
     out = []
     for i, sl in enumerate(ndimage.find_objects(labels), start=1):
         comp = labels[sl] == i
         if comp.sum() * voxel_mm3 < min_mm3:
             continue
         centre = tuple(float(c + s.start + o) for c, s, o in zip(ndimage.center_of_mass(comp), sl, offset))
-        out.append(Reclassified(rule, float(comp.sum() * voxel_mm3 / 1000), float(image_hu[sl][comp].mean()), centre))
+        out.append(Reclassified(rule, float(comp.sum() * voxel_mm3 / 1000), float(image_hu[box][sl][comp].mean()),
+                                centre))
     return out
 
 
