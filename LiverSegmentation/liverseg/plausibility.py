@@ -15,6 +15,9 @@ patient right -> left, see :mod:`liverseg.orientation`) after postprocessing:
 - the liver's centre lies on the patient's left of the body's centre: a left-right flipped header, or situs
   inversus; a warning asks the user to check the orientation;
 - a complete liver outside :data:`LIVER_ML` (adult livers are 1-2 L; hepatomegaly reaches 3-4 L): a warning;
+- the top of the liver borders lung on its left more than on its right, as the heart does (the liver's dome lies
+  under the right lung, the heart between the lungs): the heart was probably taken for liver; a warning
+  (:func:`heart_warning`);
 - the network sees more liver in the left-right mirrored image than in the image as given: the header's left-right
   axis is probably wrong (the model then labels the spleen, which only the volume rule would otherwise notice, and
   not with an enlarged spleen): a warning (:func:`mirror_warning`).
@@ -34,6 +37,12 @@ LEFT_MARGIN = 0.05  # fraction of the body's width the liver's centre may lie le
 # Coarse-pass liver area of the mirrored image over the image as given: 0.13-0.60 on correctly stored CT and
 # 1.67-7.7 on the same CT with a mirrored header (the 4 development CTs and LiTS 117, measured 2026-11-28).
 MIRROR_RATIO = 1.25
+# The heart taken for liver: over the top DOME_MM of the result, the share of lung in a SIDE_MM band beside it on the
+# patient's left is at least HEART_LEFT_LUNG and above the share on its right. Measured 2026-11-28 (top 20 mm, 10 mm
+# band): real domes 0.00-0.10 left / 0.00-0.66 right (references and bundled models' results on the 4 development
+# CTs and LiTS 117); the held-out CHAOS results of four models that had never seen a heart: 0.30-0.35 left vs
+# 0.14-0.15 right in three (the fourth, 0.00 / 0.07, is missed). One scan shows the heart, so this is a warning only.
+DOME_MM, SIDE_MM, HEART_LEFT_LUNG = 20.0, 10.0, 0.2
 
 
 class NoLiverFound(InputError):
@@ -85,7 +94,49 @@ def check_result(liver: np.ndarray, image_hu: np.ndarray, spacing: tuple[float, 
         if liver_centre > body_centre + LEFT_MARGIN * (columns[-1] - columns[0] + 1):
             warnings.append("The segmented liver lies on the patient's left side. Check the image orientation (a "
                             "left-right flipped header misplaces the result) or whether the patient has situs inversus.")
+    heart = heart_warning(liver, image_hu, spacing)
+    if heart:
+        warnings.append(heart)
     return warnings
+
+
+def _side_lung_shares(liver: np.ndarray, image_hu: np.ndarray, spacing) -> tuple[float, float]:
+    """Share of lung (air inside the body's outline) in a :data:`SIDE_MM` band on the patient's left and on the
+    right of each slice's liver section, over the top :data:`DOME_MM` of a non-empty canonical liver mask."""
+    from scipy import ndimage
+
+    slices = np.nonzero(liver.any(axis=(1, 2)))[0]
+    top = int(slices[-1])
+    first = max(int(slices[0]), top - int(round(DOME_MM / spacing[0])) + 1)
+    reach = max(1, int(round(SIDE_MM / spacing[2])))
+    counts = np.zeros(4)  # lung left, band left, lung right, band right
+    for k in range(first, top + 1):
+        section = liver[k]
+        left, right = np.zeros_like(section), np.zeros_like(section)
+        for shift in range(1, reach + 1):  # canonical columns run patient right -> left
+            left[:, shift:] |= section[:, :-shift]
+            right[:, :-shift] |= section[:, shift:]
+        left &= ~section
+        right &= ~section
+        air = image_hu[k] < BODY_HU
+        lung = air & ndimage.binary_fill_holes(~air)  # air enclosed by the body, not the air around it
+        counts += [(lung & left).sum(), left.sum(), (lung & right).sum(), right.sum()]
+    return counts[0] / max(counts[1], 1.0), counts[2] / max(counts[3], 1.0)
+
+
+def heart_warning(liver: np.ndarray, image_hu: np.ndarray, spacing) -> str | None:
+    """A warning when the top of a (non-empty, canonical) liver result lies against lung on its left rather than on
+    its right, as the heart does.
+
+    Why: models that never saw the heart call it liver and then miss the dome beside it (README, Limitations); on
+    the result alone that looks like a plausible liver top. The dome lies under the right lung, so at the top of a
+    real liver the lung is on its right; the heart has the left lung on its left."""
+    left, right = _side_lung_shares(liver, image_hu, spacing)
+    if left >= HEART_LEFT_LUNG and left > right:
+        return (f"The top of the liver result lies against lung on its left ({left:.0%} of a {SIDE_MM:.0f} mm band "
+                f"beside its top {DOME_MM:.0f} mm, {right:.0%} on its right), as the heart does; the liver's dome lies "
+                "under the right lung. Check that 'Liver' does not include the heart and that it covers the dome.")
+    return None
 
 
 def mirror_warning(area_mm2: float, mirrored_area_mm2: float, cut_below: bool = False) -> str | None:

@@ -3,7 +3,7 @@ is an error, a liver cut by the scan's edge or on the patient's left is reported
 import numpy as np
 import pytest
 
-from liverseg.plausibility import MIRROR_RATIO, NoLiverFound, check_result, mirror_warning
+from liverseg.plausibility import MIRROR_RATIO, NoLiverFound, check_result, heart_warning, mirror_warning
 
 SPACING = (2.0, 1.0, 1.0)  # canonical: slices inferior->superior, rows anterior->posterior, columns right->left
 
@@ -67,6 +67,43 @@ def test_a_complete_liver_smaller_than_any_liver_is_no_liver():
     assert "highest (superior) slice" in warning and "partial" in warning
     with pytest.raises(NoLiverFound, match="4.0 mL of liver-like tissue at the edge"):  # a sliver is not a result
         check_result(np.roll(stray, 55, axis=0), _body(), SPACING)
+
+
+def _chest(top_liver_cols: slice) -> tuple[np.ndarray, np.ndarray]:
+    """A body whose top slices hold two lungs (air columns 30-60 on the patient's right, 140-170 on the left) and a
+    liver whose top 20 mm sit at ``top_liver_cols`` (below them it spans columns 40-100)."""
+    hu = _body()
+    hu[60:, 50:150, 30:60] = hu[60:, 50:150, 140:170] = -850
+    liver = _liver(z=slice(30, 70))
+    liver[60:70] = False
+    liver[60:70, 60:140, top_liver_cols] = True
+    return liver, hu
+
+
+def test_the_top_of_the_liver_against_the_left_lung_is_reported_as_possibly_the_heart():
+    """The dome under the right lung (lung in the 10 mm band on its right) is fine; a top whose left side is lung,
+    as the heart's is, is reported; with no lung around it (an abdomen-only scan) nothing is said."""
+    dome, hu = _chest(slice(60, 100))  # its right edge 0 mm from the right lung's edge (column 60)
+    assert heart_warning(dome, hu, SPACING) is None and check_result(dome, hu, SPACING) == []
+    heart, hu = _chest(slice(100, 135))  # the left lung starts 5 mm beside its left edge
+    warning = heart_warning(heart, hu, SPACING)
+    assert warning and "heart" in warning and warning in check_result(heart, hu, SPACING)
+    assert heart_warning(heart, _body(), SPACING) is None
+
+
+def test_the_real_dome_under_the_right_lung_is_not_reported_as_the_heart():
+    """CHAOS, the one development CT that shows the heart: its reference liver's top has lung on its right only.
+    (That the warning fires on real heart-as-liver results was measured with held-out models, README Limitations.)"""
+    from helpers import shared_case
+    from liverseg.io import read_image
+    from liverseg.orientation import canonical_transform, to_canonical
+
+    image_path, label_path = shared_case("chaos_eval_ct")
+    image = read_image(image_path)
+    t = canonical_transform(image.array.shape, image.ijk_to_ras)
+    hu, liver = to_canonical(image.array, t), to_canonical(read_image(label_path).array > 0, t)
+    assert heart_warning(liver, hu, t.spacing) is None
+    assert not any("heart" in w for w in check_result(liver, hu, t.spacing))
 
 
 def test_cli_reports_an_empty_result_as_an_error_and_writes_nothing(tmp_path, phantom, constant_model, capsys):
