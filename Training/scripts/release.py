@@ -5,6 +5,8 @@
         --loco-crop chaos_eval_ct=reports/loco_chaos_eval_ct_resunet_crop/metrics.json \
         --sample reports/final_resunet_lits117/metrics.json -o LiverSegmentation/liverseg/weights/liver-resunet.safetensors
 
+    python Training/scripts/release.py --refresh-limitations LiverSegmentation/liverseg/weights/*.safetensors
+
 The public-sample floors written into the card are the measured Dice minus 0.02, rounded down to two decimals
 (a margin that another BLAS or torch build does not cross, while a real regression does); the test suite checks
 that the shipped model still reaches them.
@@ -28,6 +30,9 @@ LIMITATIONS = [
     "by the engine's postprocessing: iso-attenuating lesions are missed.",
     "Portal-venous adult abdominal CT; other phases, paediatric and post-surgical livers untested.",
     "2.5D network at 2 mm in-plane pixels: fine boundary detail below that is interpolated.",
+    "One training scan shows the heart (above the liver's dome): models trained without it call the heart liver; the "
+    "engine warns when the top of a result lies against the left lung as the heart does. Check the dome on scans that "
+    "reach into the chest.",
 ]
 
 
@@ -42,17 +47,44 @@ def floor2(x: float) -> float:
     return math.floor((x - FLOOR_MARGIN) * 100) / 100
 
 
+def refresh_limitations(paths: list[str], extra: list[str]) -> None:
+    """Rewrite only the ``limitations`` of released model files (LIMITATIONS + ``extra``), weights untouched: so a
+    limitation learned after a release reaches the cards users read without retraining. Checks that every tensor
+    reads back identical."""
+    import torch
+
+    from liverseg.modelfile import load_model, save_model
+
+    for path in paths:
+        before = load_model(path)
+        card = dict(before.card, limitations=LIMITATIONS + extra)
+        save_model(path, before.network, card)
+        after = load_model(path)
+        old, new = before.network.state_dict(), after.network.state_dict()
+        if old.keys() != new.keys() or not all(torch.equal(old[k], new[k]) for k in old):
+            raise SystemExit(f"{path}: the weights changed while rewriting the card")
+        print(f"{path}: limitations {len(before.card.get('limitations', []))} -> {len(card['limitations'])}, weights identical")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", required=True)
-    p.add_argument("--name", required=True)
-    p.add_argument("--version", required=True)
+    p.add_argument("--refresh-limitations", nargs="+", metavar="MODEL_FILE",
+                   help="only rewrite these released files' limitations from this script's list (plus --limitation)")
+    p.add_argument("--run")
+    p.add_argument("--name")
+    p.add_argument("--version")
     p.add_argument("--loco", action="append", help="HELD_OUT_CASE=metrics.json of the model trained without it")
     p.add_argument("--loco-crop", action="append", help="same, evaluated on a liver bounding-box crop")
-    p.add_argument("--sample", required=True, help="metrics.json of this model on the public sample LiTS 117")
+    p.add_argument("--sample", help="metrics.json of this model on the public sample LiTS 117")
     p.add_argument("--limitation", action="append", default=[], help="a model-specific limitation for the card")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-o", "--output")
     args = p.parse_args()
+    if args.refresh_limitations:
+        refresh_limitations(args.refresh_limitations, args.limitation)
+        return
+    missing = [f"--{k}" for k in ("run", "name", "version", "sample", "output") if not getattr(args, k)]
+    if missing:
+        p.error(f"a release needs {', '.join(missing)}")
 
     loco = {case: m["cases"][case] for case, m in _pairs(args.loco).items()}
     loco_crop = {case: m["cases"][case] for case, m in _pairs(args.loco_crop).items()}
