@@ -180,3 +180,44 @@ def test_tumor_the_density_rules_overrode_is_named_with_its_ras_position(segment
     assert region["rule"] == "cyst" and region["centre_ras"] == pytest.approx(expected)
     (w,) = [w for w in res.warnings if "density rules" in w]
     assert "4.2 mL at R {:.0f}, A {:.0f}, S {:.0f} (mean 7 HU)".format(*expected) in w and "a cyst?" in w
+
+
+def test_the_fine_pass_takes_the_liver_from_the_whole_slice_and_the_tumor_from_the_crop(tiny_model_path):
+    """A stand-in network that tells the two views apart (its logits say whether it saw the whole 64-pixel slice):
+    the liver probabilities must come from the whole-slice pass everywhere, the tumor's from the crop around the
+    coarse liver, zero outside it; with ``roi=False`` both come from the whole slice."""
+    import torch
+
+    from liverseg.inference import make_predictor
+    from liverseg.modelfile import load_model
+
+    class ViewSensitive(torch.nn.Module):
+        def forward(self, x):  # liver "found" in the coarse pass only in a 16 x 16 square
+            whole = x.shape[-1] == 64
+            out = torch.full((x.shape[0], 2, *x.shape[2:]), -10.0)
+            if whole:
+                out[:, 0] = 10.0 if x[0, 1, 0, 0] > 0.5 else -10.0  # fine slices (value 1) everywhere liver
+                out[:, 0, 24:40, 24:40] = 10.0
+                out[:, 1] = -3.0  # the whole-slice view's tumor logit
+            else:
+                out[:, 1] = 3.0  # the crop's tumor logit
+            return out
+
+    model = load_model(tiny_model_path)
+    pre = torch.zeros(12, 64, 64)
+    pre[:, 24:40, 24:40] = 1.0
+    for roi in (True, False):
+        predictor = make_predictor(model, torch.device("cpu"), InferenceOptions(roi=roi, margin_xy_mm=8.0))
+        predictor.network = ViewSensitive()
+        probs = predictor.predict_preprocessed(pre, dz=4.0)
+        liver = probs.liver.astype(float) / 255
+        tumor = probs.tumor.astype(float) / 255
+        z0, z1 = probs.roi_slices
+        assert np.allclose(liver[z0:z1, 24:40, 24:40], torch.sigmoid(torch.tensor(10.0)).item(), atol=0.01)
+        if roi:  # the crop: the coarse liver's box (24..39) plus 8 mm = 2 pixels of 4 mm
+            inside = np.zeros((64, 64), bool)
+            inside[22:42, 22:42] = True
+            assert np.allclose(tumor[z0:z1][:, inside], torch.sigmoid(torch.tensor(3.0)).item(), atol=0.01)
+            assert (tumor[z0:z1][:, ~inside] == 0).all()
+        else:
+            assert np.allclose(tumor, torch.sigmoid(torch.tensor(-3.0)).item(), atol=0.01)

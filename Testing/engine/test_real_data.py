@@ -71,9 +71,8 @@ def test_default_model_does_not_call_a_gallbladder_or_a_cyst_tumor():
 
 @pytest.mark.slow
 def test_liver_finding_shortcut_agrees_with_the_full_pass():
-    """The coarse-then-fine shortcut runs the network on fewer slices and a crop; on real CT it must give the
-    same liver as running every slice over the whole field of view, up to the crop's effect on the network's
-    context at the liver's border (measured with v1 on this case: Dice 0.988 between the two)."""
+    """The coarse-then-fine shortcut runs the network on fewer slices (each over the whole field of view); on real
+    CT it must give the same liver as running every slice."""
     from liverseg import Segmenter
     from liverseg.inference import InferenceOptions
     from liverseg.metrics import dice
@@ -82,8 +81,10 @@ def test_liver_finding_shortcut_agrees_with_the_full_pass():
     fast = Segmenter(None, "cpu").segment(image.array, image.ijk_to_ras)
     full = Segmenter(None, "cpu", InferenceOptions(roi=False)).segment(image.array, image.ijk_to_ras)
     assert full.slices_run == image.array.shape[0] and fast.roi_slices != (0, 0)
-    assert dice(fast.labelmap >= 1, full.labelmap >= 1) > 0.97
-    assert abs(fast.statistics["liver_volume_ml"] - full.statistics["liver_volume_ml"]) < 0.05 * full.statistics["liver_volume_ml"]
+    # Each slice sees the same neighbours either way; only float rounding differs (other batch compositions),
+    # flipping a few voxels at the threshold (measured: Dice 0.99999 on this case).
+    assert dice(fast.labelmap >= 1, full.labelmap >= 1) > 0.999
+    assert abs(fast.statistics["liver_volume_ml"] - full.statistics["liver_volume_ml"]) < 0.002 * full.statistics["liver_volume_ml"]
 
 
 @pytest.mark.slow
