@@ -303,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-postprocessing", action="store_true", help="raw network output (no largest component etc.)")
     s.add_argument("--no-roi", action="store_true",
                    help="no liver ROI: run the network on every slice over the whole field of view instead of finding the "
-                        "liver first (slower)")
+                        "liver first (slower; the tumor then also comes from the whole field, which segmented lesions "
+                        "worse in our tests: README, 'The in-plane crop')")
     s.add_argument("--tta", type=float, nargs="+", default=[], metavar="SCALE",
                    help="test-time augmentation: also run at these in-plane pixel-size factors and average, e.g. "
                         "--tta 0.9 1.1 (about 3x the inference time)")
