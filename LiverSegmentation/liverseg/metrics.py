@@ -71,9 +71,7 @@ def _surface(mask: np.ndarray) -> np.ndarray:
 def surface_distances(pred: np.ndarray, ref: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray]:
     """Distances (mm) from each surface voxel of pred to ref's surface, and back; computed on the joint bbox."""
     pred, ref = pred.astype(bool), ref.astype(bool)
-    both = pred | ref
-    idx = [np.nonzero(both.any(axis=tuple(a for a in range(3) if a != ax)))[0] for ax in range(3)]
-    box = tuple(slice(max(0, i.min() - 1), i.max() + 2) for i in idx)
+    box = bounding_box(pred | ref, (1, 1, 1))
     p, r = _surface(pred[box]), _surface(ref[box])
     dt_r = ndimage.distance_transform_edt(~r, sampling=spacing)
     dt_p = ndimage.distance_transform_edt(~p, sampling=spacing)
