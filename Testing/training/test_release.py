@@ -1,4 +1,5 @@
-"""Training/scripts/release.py: a limitation learned after a release reaches the shipped cards without retraining."""
+"""Training/scripts/release.py: what is learned after a release (a limitation, figures under a changed inference)
+reaches the shipped cards without retraining."""
 import importlib.util
 import shutil
 
@@ -16,20 +17,54 @@ def release():
     return module
 
 
-def test_refresh_limitations_rewrites_only_the_limitations(release, tiny_model_path, tmp_path, capsys):
+def _weights_equal(a, b) -> bool:
+    old, new = a.network.state_dict(), b.network.state_dict()
+    return old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
+
+
+def test_refresh_rewrites_only_the_limitations(release, tiny_model_path, tmp_path, capsys):
     from liverseg.modelfile import load_model, read_card
 
     path = shutil.copy(tiny_model_path, tmp_path / "model.safetensors")
     before = load_model(path)
-    release.refresh_limitations([str(path)], ["only this model"])
+    release.refresh([str(path)], ["only this model"])
     after = load_model(path)
     assert after.card["limitations"] == release.LIMITATIONS + ["only this model"]
     assert any("heart" in line for line in after.card["limitations"])
     assert {k: v for k, v in read_card(path).items() if k != "limitations"} == \
         {k: v for k, v in before.card.items() if k != "limitations"}
-    old, new = before.network.state_dict(), after.network.state_dict()
-    assert old.keys() == new.keys() and all(torch.equal(old[k], new[k]) for k in old)
+    assert _weights_equal(before, after)
     assert "weights identical" in capsys.readouterr().out
+    release.refresh([str(path)], None)  # without --limitation a card keeps its own
+    assert read_card(path)["limitations"] == release.LIMITATIONS + ["only this model"]
+
+
+def _case(dice: float) -> dict:
+    return {"liver": {"dice": dice, "hd95_mm": 9.0, "assd_mm": 2.0, "rvd": 0.01}}
+
+
+def test_refresh_with_loco_replaces_those_figures_and_keeps_the_rest(release, tiny_model_path, tmp_path):
+    from liverseg.modelfile import load_model, read_card, save_model
+
+    path = tmp_path / "model.safetensors"
+    before = load_model(tiny_model_path)
+    lits = {"liver_dice": 0.917, "tumor_dice": 0.411, "liver_dice_floor": 0.89, "tumor_dice_floor": 0.39}
+    card = dict(before.card, limitations=release.LIMITATIONS + ["own"], metrics={
+        **release.loco_metrics({"a": _case(0.80), "b": _case(0.70)}, {"a": _case(0.75)}),
+        "public_sample_lits117": lits, "notes": "kept"})
+    save_model(path, before.network, card)
+    release.refresh([str(path)], None, {"a": _case(0.90), "b": _case(0.85)}, {"a": _case(0.88)})
+    metrics = read_card(path)["metrics"]
+    assert metrics["leave_one_case_out"]["a"]["liver_dice"] == 0.90
+    assert metrics["leave_one_case_out"]["b"]["liver_dice"] == 0.85
+    assert metrics["leave_one_case_out_liver_crop"] == {"a": {"liver_dice": 0.88}}
+    assert metrics["summary"]["LOCO liver Dice b"] == 0.85 and metrics["summary"]["LiTS 117 tumor Dice"] == 0.411
+    assert metrics["public_sample_lits117"] == lits and metrics["notes"] == "kept"
+    assert "leave_one_case_out_measured" in metrics
+    assert read_card(path)["limitations"] == release.LIMITATIONS + ["own"]
+    assert _weights_equal(before, load_model(path))
+    with pytest.raises(SystemExit, match="one model"):
+        release.refresh([str(path), str(path)], None, {"a": _case(0.9)})
 
 
 def test_the_shipped_cards_carry_the_current_limitations(release):

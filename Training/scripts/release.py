@@ -5,7 +5,13 @@
         --loco-crop chaos_eval_ct=reports/loco_chaos_eval_ct_resunet_crop/metrics.json \
         --sample reports/final_resunet_lits117/metrics.json -o LiverSegmentation/liverseg/weights/liver-resunet.safetensors
 
-    python Training/scripts/release.py --refresh-limitations LiverSegmentation/liverseg/weights/*.safetensors
+    python Training/scripts/release.py --refresh LiverSegmentation/liverseg/weights/*.safetensors
+    python Training/scripts/release.py --refresh LiverSegmentation/liverseg/weights/liver-unet.safetensors \
+        --loco chaos_eval_ct=reports/.../metrics.json ... --loco-crop ...
+
+``--refresh`` rewrites the cards of released files without touching their weights: the limitations from this
+script's list, and with ``--loco``/``--loco-crop`` (one file only) the leave-one-case-out figures re-measured with
+the engine's current inference, dated; the public-sample figures and floors stay.
 
 The public-sample floors written into the card are the measured Dice minus 0.02, rounded down to two decimals
 (a margin that another BLAS or torch build does not cross, while a real regression does); the test suite checks
@@ -47,47 +53,87 @@ def floor2(x: float) -> float:
     return math.floor((x - FLOOR_MARGIN) * 100) / 100
 
 
-def refresh_limitations(paths: list[str], extra: list[str]) -> None:
-    """Rewrite only the ``limitations`` of released model files (LIMITATIONS + ``extra``), weights untouched: so a
-    limitation learned after a release reaches the cards users read without retraining. Checks that every tensor
-    reads back identical."""
+def loco_metrics(loco: dict, loco_crop: dict) -> dict:
+    """The card's leave-one-case-out sections from per-case evaluation metrics (``metrics.json`` ``cases`` entries)."""
+    return {
+        "leave_one_case_out": {case: {"liver_dice": m["liver"]["dice"], "liver_hd95_mm": m["liver"]["hd95_mm"],
+                                      "liver_assd_mm": m["liver"]["assd_mm"], "liver_rvd": m["liver"]["rvd"]}
+                               for case, m in loco.items()},
+        "leave_one_case_out_liver_crop": {case: {"liver_dice": m["liver"]["dice"]} for case, m in loco_crop.items()},
+    }
+
+
+def summary(metrics: dict) -> dict:
+    """The card's one-line figures, from its leave-one-case-out and public-sample sections."""
+    out = {f"LOCO liver Dice {case}": round(m["liver_dice"], 3) for case, m in metrics["leave_one_case_out"].items()}
+    out.update({f"LOCO liver Dice {case} (liver crop)": round(m["liver_dice"], 3)
+                for case, m in metrics["leave_one_case_out_liver_crop"].items()})
+    out["LiTS 117 liver Dice"] = round(metrics["public_sample_lits117"]["liver_dice"], 3)
+    out["LiTS 117 tumor Dice"] = round(metrics["public_sample_lits117"]["tumor_dice"], 3)
+    return out
+
+
+def refresh(paths: list[str], extra: list[str] | None, loco: dict | None = None, loco_crop: dict | None = None) -> None:
+    """Rewrite the cards of released model files, weights untouched: the ``limitations`` (LIMITATIONS + ``extra``;
+    ``extra`` None keeps each card's own, those after the common list), and given ``loco``, the leave-one-case-out
+    figures (dated). So what is learned after a release (a limitation, the figures under a changed inference)
+    reaches the cards users read without retraining. Checks that every tensor reads back identical."""
+    import datetime
+
     import torch
 
     from liverseg.modelfile import load_model, save_model
 
+    if loco and len(paths) != 1:
+        raise SystemExit("leave-one-case-out figures belong to one model: give one file with --loco")
     for path in paths:
         before = load_model(path)
-        card = dict(before.card, limitations=LIMITATIONS + extra)
+        own = extra
+        if own is None:
+            common, old = len(LIMITATIONS), before.card.get("limitations", [])
+            if old[:common] != LIMITATIONS:
+                raise SystemExit(f"{path}: its limitations do not start with this script's list, so its own ones are "
+                                 "not known; give them with --limitation")
+            own = old[common:]
+        card = dict(before.card, limitations=LIMITATIONS + own)
+        if loco:
+            metrics = dict(card["metrics"], **loco_metrics(loco, loco_crop or {}))
+            metrics["leave_one_case_out_measured"] = (f"{datetime.date.today().isoformat()}, with the engine's "
+                                                      "inference of that date")
+            card["metrics"] = {"summary": summary(metrics), **{k: v for k, v in metrics.items() if k != "summary"}}
         save_model(path, before.network, card)
         after = load_model(path)
         old, new = before.network.state_dict(), after.network.state_dict()
         if old.keys() != new.keys() or not all(torch.equal(old[k], new[k]) for k in old):
             raise SystemExit(f"{path}: the weights changed while rewriting the card")
-        print(f"{path}: limitations {len(before.card.get('limitations', []))} -> {len(card['limitations'])}, weights identical")
+        print(f"{path}: limitations {len(before.card.get('limitations', []))} -> {len(card['limitations'])}"
+              f"{', leave-one-case-out figures ' + ', '.join(sorted(loco)) if loco else ''}, weights identical")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--refresh-limitations", nargs="+", metavar="MODEL_FILE",
-                   help="only rewrite these released files' limitations from this script's list (plus --limitation)")
+    p.add_argument("--refresh", nargs="+", metavar="MODEL_FILE",
+                   help="only rewrite these released files' cards: limitations from this script's list (plus "
+                        "--limitation) and, with --loco/--loco-crop, the leave-one-case-out figures")
     p.add_argument("--run")
     p.add_argument("--name")
     p.add_argument("--version")
     p.add_argument("--loco", action="append", help="HELD_OUT_CASE=metrics.json of the model trained without it")
     p.add_argument("--loco-crop", action="append", help="same, evaluated on a liver bounding-box crop")
     p.add_argument("--sample", help="metrics.json of this model on the public sample LiTS 117")
-    p.add_argument("--limitation", action="append", default=[], help="a model-specific limitation for the card")
+    p.add_argument("--limitation", action="append",
+                   help="a model-specific limitation for the card (with --refresh: replaces the card's own ones)")
     p.add_argument("-o", "--output")
     args = p.parse_args()
-    if args.refresh_limitations:
-        refresh_limitations(args.refresh_limitations, args.limitation)
+    loco = {case: m["cases"][case] for case, m in _pairs(args.loco).items()}
+    loco_crop = {case: m["cases"][case] for case, m in _pairs(args.loco_crop).items()}
+    if args.refresh:
+        refresh(args.refresh, args.limitation, loco, loco_crop)
         return
     missing = [f"--{k}" for k in ("run", "name", "version", "sample", "output") if not getattr(args, k)]
     if missing:
         p.error(f"a release needs {', '.join(missing)}")
 
-    loco = {case: m["cases"][case] for case, m in _pairs(args.loco).items()}
-    loco_crop = {case: m["cases"][case] for case, m in _pairs(args.loco_crop).items()}
     sample = next(iter(json.loads(Path(args.sample).read_text())["cases"].values()))
     lits = {"liver_dice": sample["liver"]["dice"], "tumor_dice": sample["tumor"]["dice"],
             "liver_hd95_mm": sample["liver"]["hd95_mm"], "tumor_hd95_mm": sample["tumor"]["hd95_mm"],
@@ -96,23 +142,16 @@ def main() -> None:
             "tumor_detection_precision": sample["tumor"]["detection_precision"]}
     lits["liver_dice_floor"] = floor2(lits["liver_dice"])
     lits["tumor_dice_floor"] = floor2(lits["tumor_dice"])
-    summary = {f"LOCO liver Dice {case}": round(m["liver"]["dice"], 3) for case, m in loco.items()}
-    summary.update({f"LOCO liver Dice {case} (liver crop)": round(m["liver"]["dice"], 3) for case, m in loco_crop.items()})
-    summary["LiTS 117 liver Dice"] = round(lits["liver_dice"], 3)
-    summary["LiTS 117 tumor Dice"] = round(lits["tumor_dice"], 3)
     metrics = {
-        "summary": summary,
-        "leave_one_case_out": {case: {"liver_dice": m["liver"]["dice"], "liver_hd95_mm": m["liver"]["hd95_mm"],
-                                      "liver_assd_mm": m["liver"]["assd_mm"], "liver_rvd": m["liver"]["rvd"]}
-                               for case, m in loco.items()},
-        "leave_one_case_out_liver_crop": {case: {"liver_dice": m["liver"]["dice"]} for case, m in loco_crop.items()},
+        **loco_metrics(loco, loco_crop),
         "public_sample_lits117": lits,
         "notes": "Leave-one-case-out: a model of the same recipe trained without that case. LiTS 117 (public sample, "
                  "PyPI liver-ct-segmentation-package 1.6.0) was never used for training or model selection; its "
                  "voxel size is estimated (1.1 x 1.1 x 1.35 mm).",
     }
+    metrics = {"summary": summary(metrics), **metrics}
     out = export_model(args.run, args.output, metrics, name=args.name, version=args.version,
-                       extra_card={"limitations": LIMITATIONS + args.limitation})
+                       extra_card={"limitations": LIMITATIONS + (args.limitation or [])})
     print(out)
 
 
