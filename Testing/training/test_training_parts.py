@@ -294,3 +294,32 @@ def test_window_jitter_is_in_hounsfield_units_of_the_models_window(window):
     image = torch.full((256, 3, 8, 8), 0.5)
     shift_hu = (intensity(image, cfg, torch.Generator().manual_seed(0)) - 0.5) * (window[1] - window[0])
     assert shift_hu.abs().max() <= 20.0 + 1e-3 and shift_hu.abs().max() > 15.0
+
+
+def test_five_slice_context_stacks_the_same_neighbours_in_training_and_inference(tmp_path):
+    """``prepare --context 2`` models: the sampler and the engine's predictor feed the network the same 5 slices in
+    the same order (a mismatch would not fail anywhere else: the network would just see scrambled context)."""
+    from liverseg.inference import InferenceOptions, make_predictor
+    from liverseg.modelfile import load_model, make_card, save_model
+    from liverseg.networks import build_network
+    from liverseg.preprocessing import PreprocessingSpec
+    from liverseg_train.train import SliceSampler, TrainConfig
+
+    spec = PreprocessingSpec(spacing_mm=4.0, context_slices=2, size_multiple=4, context_spacing_mm=2.0)
+    image = np.tile(np.arange(40, dtype=np.float16)[:, None, None] / 40, (1, 32, 32))  # a slice's value is its index
+    sampler = SliceSampler({"c": {"image": image, "label": np.ones((40, 32, 32), np.uint8), "slice_spacing": 0.7}},
+                           ["c"], spec, TrainConfig(thick_slice_probability=0.0, scan_edge_probability=0.0), seed=0)
+    stack, _, _ = sampler._context_stack(sampler.arrays["c"], 20)
+    trained = [round(float(v) * 40) for v in stack[:, 0, 0]]
+
+    params = {"in_channels": 5, "out_channels": 2, "base_channels": 4, "depth": 2, "dropout": 0.0}
+    card = make_card(name="ctx2", version="0", architecture="unet", network=params, preprocessing=spec)
+    model = load_model(save_model(tmp_path / "ctx2.safetensors", build_network("unet", params), card))
+    predictor = make_predictor(model, torch.device("cpu"), InferenceOptions(roi=False))
+    seen = []
+    forward = predictor._forward_batched
+    predictor._forward_batched = lambda x: (seen.append(x.clone()), forward(x))[1]
+    predictor.predict_preprocessed(torch.from_numpy(image.astype(np.float32)), dz=0.7)
+    inferred = [round(float(v) * 40) for v in torch.cat(seen)[20, :, 0, 0]]
+    assert trained == inferred == [14, 17, 20, 23, 26]
+    assert [round(float(v) * 40) for v in torch.cat(seen)[1, :, 0, 0]] == [0, 0, 1, 4, 7]  # clamped at the first slice
