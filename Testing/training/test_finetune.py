@@ -102,6 +102,7 @@ def test_finetune_compares_with_the_base_on_held_out_cases_and_records_it(tiny_m
     trained_on = [c["id"] for c in card["training"]["cases"]]
     assert "replay:public" in trained_on and set(report["cases"]) <= set(trained_on)
     assert card["training"]["samples_seen"] == 2 * 16 and card["version"].startswith("0+ft")
+    assert card["training"]["initialised_from"]["model"] == "tiny-test"
     # resume: the runs are complete in the work folder, so the same command only re-exports
     out.unlink()
     t0 = time.perf_counter()

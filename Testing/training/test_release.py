@@ -74,3 +74,25 @@ def test_the_shipped_cards_carry_the_current_limitations(release):
     for path in sorted((REPO / "LiverSegmentation" / "liverseg" / "weights").glob("*.safetensors")):
         limitations = read_card(path)["limitations"]
         assert limitations[:len(release.LIMITATIONS)] == release.LIMITATIONS, path.name
+
+
+def test_export_states_what_a_continued_run_started_from(tiny_model_path, tmp_path):
+    """A run started from another model (``init_from``: a continued stage, a fine-tuning) carries that model's budget,
+    so the card's total samples count everything the weights have seen."""
+    import json
+
+    from liverseg.modelfile import load_model, save_model
+    from liverseg_train.export import training_budget
+
+    base = load_model(tiny_model_path)
+    base_path = save_model(tmp_path / "base.safetensors", base.network,
+                           dict(base.card, training={"samples_seen": 38400, "train_seconds": 1740.0, "epochs_run": 100}))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"name": "x", "samples_per_epoch": 384, "init_from": str(base_path)}))
+    (run / "log.csv").write_text("epoch,loss,seconds\n0,1.0,30.0\n1,0.9,31.0\n")
+    budget = training_budget(run)
+    assert budget["samples_seen"] == 768 and budget["samples_seen_total"] == 38400 + 768
+    assert budget["initialised_from"]["samples_seen"] == 38400 and budget["initialised_from"]["model"] == "tiny-test"
+    (run / "config.json").write_text(json.dumps({"name": "x", "samples_per_epoch": 384}))
+    assert "initialised_from" not in training_budget(run)

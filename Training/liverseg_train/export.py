@@ -52,7 +52,28 @@ def training_budget(run_dir: Path) -> dict:
     hardware = run_dir / "hardware.json"
     if hardware.exists():
         out["hardware"] = json.loads(hardware.read_text())
+    base = _initialised_from(run_dir)
+    if base:
+        out["initialised_from"] = base
+        out["samples_seen_total"] = out.get("samples_seen", 0) + base.get("samples_seen_total", base.get("samples_seen", 0))
     return out
+
+
+def _initialised_from(run_dir: Path) -> dict:
+    """The training budget of the model a run started from (``init_from``), so that a card of a continued or
+    fine-tuned model states everything its weights have seen, not only the last stage."""
+    config_path = run_dir / "config.json"
+    init = json.loads(config_path.read_text()).get("init_from", "") if config_path.exists() else ""
+    if not init:
+        return {}
+    from liverseg.modelfile import read_card
+    from liverseg.registry import resolve_model_path
+
+    card = read_card(resolve_model_path(init))
+    training = card.get("training", {})
+    keep = ("epochs_run", "samples_seen", "samples_seen_total", "train_seconds", "hardware", "initialised_from")
+    return {"model": card.get("name", ""), "version": card.get("version", ""), "file": init,
+            **{k: training[k] for k in keep if k in training}}
 
 
 def load_metrics(path: str | Path) -> dict:
