@@ -1,6 +1,7 @@
 """Failure-mode analysis on analytic cases whose answers are known by construction."""
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from liverseg_train.analysis import analyse_case, detection_by_size, equivalent_diameter_mm
 
@@ -72,3 +73,44 @@ def test_evaluate_writes_the_failure_mode_report(tmp_path, tiny_model_path, phan
     assert "liver called above the dome / below the tip (mL)" in report
     assert (tmp_path / "rep" / "profile.png").exists()
     assert set(summary["cases"]["p"]["analysis"]["craniocaudal"]["regions"]) == {"dome", "middle", "tip"}
+
+
+def test_drawn_lesion_has_its_size_density_and_stays_in_the_liver():
+    from liverseg_train.lesion_probe import draw_lesion
+
+    spacing = (2.0, 1.5, 1.5)
+    image = np.full((60, 100, 100), 100.0, np.float32)
+    liver = np.zeros(image.shape, bool)
+    liver[5:55, 10:90, 10:90] = True
+    out, lesion = draw_lesion(image, liver, spacing, 40.0, np.random.default_rng(0))
+    sphere = 4 / 3 * np.pi * 20.0 ** 3 / np.prod(spacing)
+    assert 0.85 ** 3 * 0.9 * sphere < lesion.sum() < 1.15 ** 3 * 1.1 * sphere  # axes 0.85-1.15 x the radius
+    assert not (lesion & ~liver).any() and np.array_equal(out[~liver], image[~liver])
+    core = ndimage.binary_erosion(lesion, iterations=2)  # inside the soft margin
+    assert abs(float(np.mean(out[core])) - 55.0) < 3.0  # -45 HU
+    big_out, big = draw_lesion(image, liver, spacing, 110.0, np.random.default_rng(0))
+    assert big.sum() > 5 * lesion.sum() and not (big & ~liver).any()  # larger than the liver allows: clipped
+
+
+def test_lesion_probe_scores_a_model_by_the_share_it_calls_tumor():
+    from liverseg.labels import LIVER, TUMOR
+    from liverseg_train.lesion_probe import probe_lesion_sizes, report_lines
+
+    spacing = (2.0, 2.0, 2.0)
+    image = np.full((70, 90, 90), 100.0, np.float32)
+    liver = np.zeros(image.shape, bool)
+    liver[5:65, 5:85, 5:85] = True
+
+    def by_density(img):  # finds every lesion, whatever its size
+        return np.where(liver, np.where(img < 80, TUMOR, LIVER), 0)
+
+    def small_only(img):  # calls a dark region tumor only while it is small, as the bundled models tend to
+        dark = liver & (img < 80)
+        return np.where(liver, np.where(dark & (dark.sum() * 8 / 1000 < 50), TUMOR, LIVER), 0)
+
+    sizes = (20.0, 60.0)
+    perfect = probe_lesion_sizes(by_density, image, liver, spacing, sizes, places=2)
+    assert all(v > 0.95 for v in perfect["share_called_tumor"].values()) and perfect["false_tumor_ml"] == 0
+    blind = probe_lesion_sizes(small_only, image, liver, spacing, sizes, places=2)
+    assert blind["share_called_tumor"]["20"] > 0.95 and blind["share_called_tumor"]["60"] == 0
+    assert report_lines({"a": blind})[-1].startswith("| a | 1.00 | 0.00 |")

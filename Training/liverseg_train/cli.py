@@ -133,6 +133,7 @@ def cmd_preview(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_cases
+    from .lesion_probe import PROBE_SIZES_MM
 
     cases = _sources(args.source, args.label_map)
     if args.cases:
@@ -140,7 +141,9 @@ def cmd_evaluate(args) -> int:
         if not cases:
             raise ValueError(f"None of {args.cases} found in the sources.")
     summary = evaluate_cases(args.model, cases, args.out, device=args.device, tumor=not args.no_tumor,
-                             crop_margin_mm=args.crop_to_liver, tta_scales=tuple(args.tta))
+                             crop_margin_mm=args.crop_to_liver, tta_scales=tuple(args.tta),
+                             lesion_sizes_mm=() if args.lesion_probe is None else tuple(args.lesion_probe) or PROBE_SIZES_MM,
+                             lesion_places=args.lesion_places)
     print(f"liver Dice mean {summary['liver_dice_mean']:.4f} global {summary['liver_dice_global']:.4f}; report: {args.out}/report.md")
     return 0
 
@@ -247,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--crop-to-liver", type=float, metavar="MM", help="evaluate on liver bounding-box crops with this margin")
     ev.add_argument("--tta", type=float, nargs="+", default=[], metavar="SCALE",
                     help="test-time augmentation: also run at these in-plane pixel-size factors, e.g. --tta 0.9 1.1")
+    ev.add_argument("--lesion-probe", type=float, nargs="*", metavar="MM",
+                    help="also draw hypodense lesions of these diameters into each reference liver, one at a time, and "
+                         "report the share called tumor (default sizes 30 50 70 90 110; one segmentation per size and "
+                         "place)")
+    ev.add_argument("--lesion-places", type=int, default=3, help="places per size for --lesion-probe (default 3)")
     ev.set_defaults(func=cmd_evaluate)
 
     ex = sub.add_parser("export", help="turn a run's best model into a model file with metrics in its card")

@@ -1,0 +1,81 @@
+"""Lesion-size probe: how much of a lesion of known size a model calls tumor.
+
+Why: the development cases have no tumor labels, and a model learns the lesion sizes its synthetic lesions show
+(radii 1.5-40 mm in the default recipe). It can then call most of a large lesion liver while the liver Dice hardly
+moves (measured 2026-11-28: 70-110 mm lesions about a third called tumor, 30-50 mm ones about 70 %;
+Training/EXPERIMENTS.md, "Large lesions"). The lesions here come from this module's own generator, not from
+training's ``synthetic_tumors``, so a model is not judged on the very lesions it was trained to find.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from scipy import ndimage
+
+from liverseg.labels import TUMOR
+
+PROBE_SIZES_MM = (30.0, 50.0, 70.0, 90.0, 110.0)
+
+
+def draw_lesion(image_hu: np.ndarray, liver: np.ndarray, spacing: tuple[float, float, float], diameter_mm: float,
+                rng: np.random.Generator, delta_hu: float = -45.0, texture_hu: float = 10.0,
+                margin_mm: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one lesion into the liver: an ellipsoid (axes 0.85-1.15 x the radius) centred at least a third of its
+    radius inside the liver (so large ones may reach the capsule), ``delta_hu`` from the tissue it replaces, with a
+    smooth texture and a soft margin, clipped to the liver. Returns (new image as float32, lesion mask: voxels at
+    least half covered)."""
+    radius = diameter_mm / 2
+    depth = ndimage.distance_transform_edt(liver, sampling=spacing)
+    candidates = np.argwhere(depth > radius / 3)
+    if not len(candidates):  # a liver too thin for this size: its deepest point
+        candidates = np.argwhere(depth == depth.max())
+    centre = candidates[rng.integers(len(candidates))]
+    axes = radius * rng.uniform(0.85, 1.15, 3)
+    reach = [int(np.ceil((a + 6 * margin_mm) / s)) for a, s in zip(axes, spacing)]
+    box = tuple(slice(max(0, c - r), min(n, c + r + 1)) for c, r, n in zip(centre, reach, liver.shape))
+    grids = np.ogrid[box]
+    rho = np.sqrt(sum((((g - c) * s) / a) ** 2 for g, c, s, a in zip(grids, centre, spacing, axes)))
+    weight = liver[box] / (1.0 + np.exp(np.clip((rho - 1.0) * radius / margin_mm, -50, 50)))  # rho 1 = surface
+    texture = ndimage.gaussian_filter(rng.standard_normal(weight.shape), 1.5)
+    texture *= texture_hu / (texture.std() + 1e-6)
+    out = image_hu.astype(np.float32, copy=True)
+    out[box] += weight * (delta_hu + texture)
+    mask = np.zeros(liver.shape, bool)
+    mask[box] = weight >= 0.5
+    return out, mask
+
+
+def probe_lesion_sizes(segment: Callable[[np.ndarray], np.ndarray], image_hu: np.ndarray, liver: np.ndarray,
+                       spacing: tuple[float, float, float], sizes_mm: tuple[float, ...] = PROBE_SIZES_MM,
+                       places: int = 3, seed: int = 0) -> dict:
+    """Draw each size at ``places`` places (one at a time) and segment: the mean share of the lesion called tumor
+    per size, and the tumor called elsewhere near the liver (mL per draw; beyond 2 voxels of the lesion, within 3 of
+    the reference liver, so e.g. the heart taken for liver does not count).
+
+    ``segment(image) -> labelmap`` on the same grid (0 background, 1 liver, 2 tumor)."""
+    near = ndimage.binary_dilation(liver, iterations=3)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    shares: dict[float, list[float]] = {}
+    false_ml = []
+    for place in range(places):
+        for size in sizes_mm:
+            image, lesion = draw_lesion(image_hu, liver, spacing, size, np.random.default_rng([seed, place, int(size)]))
+            tumor = (segment(image) == TUMOR) & near
+            shares.setdefault(size, []).append(float((tumor & lesion).sum() / max(int(lesion.sum()), 1)))
+            false_ml.append(float((tumor & ~ndimage.binary_dilation(lesion, iterations=2)).sum()) * voxel_ml)
+    return {"share_called_tumor": {f"{size:g}": float(np.mean(v)) for size, v in shares.items()},
+            "false_tumor_ml": float(np.mean(false_ml)), "places": places}
+
+
+def report_lines(probes: dict[str, dict]) -> list[str]:
+    """Markdown table of the probes of several cases."""
+    sizes = list(next(iter(probes.values()))["share_called_tumor"])
+    lines = ["Lesion-size probe: share of a drawn lesion called tumor (hypodense, -45 HU; mean over "
+             f"{next(iter(probes.values()))['places']} places), and tumor called elsewhere near the liver per draw.", "",
+             "| case | " + " | ".join(f"{s} mm" for s in sizes) + " | elsewhere mL |",
+             "|---|" + "---|" * (len(sizes) + 1)]
+    for cid, p in probes.items():
+        lines.append(f"| {cid} | " + " | ".join(f"{p['share_called_tumor'][s]:.2f}" for s in sizes)
+                     + f" | {p['false_tumor_ml']:.1f} |")
+    return lines
