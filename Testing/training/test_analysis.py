@@ -114,3 +114,31 @@ def test_lesion_probe_scores_a_model_by_the_share_it_calls_tumor():
     blind = probe_lesion_sizes(small_only, image, liver, spacing, sizes, places=2)
     assert blind["share_called_tumor"]["20"] > 0.95 and blind["share_called_tumor"]["60"] == 0
     assert report_lines({"a": blind})[-1].startswith("| a | 1.00 | 0.00 |")
+
+
+def test_lesion_study_scores_found_lesions_dice_and_false_tumor():
+    from liverseg.labels import LIVER, TUMOR
+    from liverseg_train.lesion_probe import draw_lesions, study_lesions, study_report_lines
+
+    spacing = (2.0, 2.0, 2.0)
+    image = np.full((60, 90, 90), 100.0, np.float32)
+    liver = np.zeros(image.shape, bool)
+    liver[5:55, 5:85, 5:85] = True
+    drawn, lesions = draw_lesions(image, liver, spacing, np.random.default_rng(3))
+    assert 1 <= ndimage.label(lesions)[1] <= 6 and not (lesions & ~liver).any()
+
+    def by_density(img):
+        return np.where(liver, np.where(img < 85, TUMOR, LIVER), 0)
+
+    def with_false_tumor(img):  # finds them all, and calls an 8 mL block in a corner of the liver tumor too
+        out = by_density(img)
+        out[40:50, 70:80, 70:80] = TUMOR
+        return out
+
+    good = study_lesions(by_density, image, liver, spacing, draws=2)
+    assert good["lesion_dice"] > 0.8 and good["found"] == good["lesions"] >= 8 and good["false_tumor_ml"] < 1.0
+    blind = study_lesions(lambda img: np.where(liver, LIVER, 0), image, liver, spacing, draws=2)
+    assert blind["lesion_dice"] == 0 and blind["found"] == 0 and blind["lesions"] == good["lesions"]
+    noisy = study_lesions(with_false_tumor, image, liver, spacing, draws=2)
+    assert noisy["false_tumor_ml"] > 0.5 and noisy["lesion_dice"] < good["lesion_dice"]
+    assert study_report_lines({"a": blind})[-1].startswith("| a | 0.000 | 0 of ")

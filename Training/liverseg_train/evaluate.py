@@ -17,7 +17,7 @@ from liverseg.pipeline import Segmenter
 
 from .analysis import analyse_case, plot_profiles, report_lines
 from .datasets import CaseSource
-from .lesion_probe import probe_lesion_sizes
+from .lesion_probe import probe_lesion_sizes, study_lesions, study_report_lines
 from .lesion_probe import report_lines as probe_report_lines
 
 log = logging.getLogger("liverseg.train")
@@ -41,7 +41,7 @@ def crop_to_label(image, label: np.ndarray, margin_mm: float):
 
 def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Path, device: str = "auto",
                    tumor: bool = True, crop_margin_mm: float | None = None, tta_scales: tuple[float, ...] = (),
-                   lesion_sizes_mm: tuple[float, ...] = (), lesion_places: int = 3) -> dict:
+                   lesion_sizes_mm: tuple[float, ...] = (), lesion_places: int = 3, lesion_draws: int = 0) -> dict:
     from liverseg.inference import InferenceOptions
 
     out_dir = Path(out_dir)
@@ -61,10 +61,14 @@ def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Pa
         m["seconds"] = seconds
         m["statistics"] = result.statistics
         m["analysis"] = analyse_case(image.array, image.ijk_to_ras, result.labelmap, label, tumor=tumor)
+        def segment(img: np.ndarray) -> np.ndarray:
+            return segmenter.segment(img, image.ijk_to_ras, require_liver=False).labelmap
+
         if lesion_sizes_mm and (label >= 1).any():
-            m["lesion_probe"] = probe_lesion_sizes(
-                lambda img: segmenter.segment(img, image.ijk_to_ras, require_liver=False).labelmap,
-                image.array, label >= 1, spacing, tuple(lesion_sizes_mm), lesion_places)
+            m["lesion_probe"] = probe_lesion_sizes(segment, image.array, label >= 1, spacing, tuple(lesion_sizes_mm),
+                                                   lesion_places)
+        if lesion_draws and (label >= 1).any():
+            m["lesion_study"] = study_lesions(segment, image.array, label >= 1, spacing, lesion_draws)
         per_case[case.case_id] = m
         save_overlay(out_dir / f"{case.case_id}_overlay.png", image.array, image.ijk_to_ras, result.labelmap, label)
         log.info("%s: liver Dice %.4f%s (%.1f s)", case.case_id, m["liver"]["dice"],
@@ -108,6 +112,9 @@ def write_report(summary: dict, out_dir: Path) -> Path:
     probes = {cid: m["lesion_probe"] for cid, m in summary["cases"].items() if "lesion_probe" in m}
     if probes:
         lines += [""] + probe_report_lines(probes)
+    studies = {cid: m["lesion_study"] for cid, m in summary["cases"].items() if "lesion_study" in m}
+    if studies:
+        lines += [""] + study_report_lines(studies)
     lines += ["", "Overlays: CT | reference | prediction | prediction with reference outlines (yellow).", ""]
     lines += [f"![{cid}]({cid}_overlay.png)" for cid in summary["cases"]]
     try:
