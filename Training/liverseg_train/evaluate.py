@@ -61,14 +61,16 @@ def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Pa
         m["seconds"] = seconds
         m["statistics"] = result.statistics
         m["analysis"] = analyse_case(image.array, image.ijk_to_ras, result.labelmap, label, tumor=tumor)
-        def segment(img: np.ndarray) -> np.ndarray:
-            return segmenter.segment(img, image.ijk_to_ras, require_liver=False).labelmap
+        reference_liver = label >= 1
+        if (lesion_sizes_mm or lesion_draws) and reference_liver.any():
+            def segment(img: np.ndarray) -> np.ndarray:
+                return segmenter.segment(img, image.ijk_to_ras, require_liver=False).labelmap
 
-        if lesion_sizes_mm and (label >= 1).any():
-            m["lesion_probe"] = probe_lesion_sizes(segment, image.array, label >= 1, spacing, tuple(lesion_sizes_mm),
-                                                   lesion_places)
-        if lesion_draws and (label >= 1).any():
-            m["lesion_study"] = study_lesions(segment, image.array, label >= 1, spacing, lesion_draws)
+            if lesion_sizes_mm:
+                m["lesion_probe"] = probe_lesion_sizes(segment, image.array, reference_liver, spacing,
+                                                       tuple(lesion_sizes_mm), lesion_places)
+            if lesion_draws:
+                m["lesion_study"] = study_lesions(segment, image.array, reference_liver, spacing, lesion_draws)
         per_case[case.case_id] = m
         save_overlay(out_dir / f"{case.case_id}_overlay.png", image.array, image.ijk_to_ras, result.labelmap, label)
         log.info("%s: liver Dice %.4f%s (%.1f s)", case.case_id, m["liver"]["dice"],

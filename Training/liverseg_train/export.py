@@ -41,29 +41,28 @@ def export_model(run_dir: str | Path, output: str | Path, metrics: dict | None =
 def training_budget(run_dir: Path) -> dict:
     """Epochs, samples seen, wall time and hardware of a run (from its log.csv, config.json, hardware.json)."""
     out: dict = {}
+    config_path = run_dir / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.exists() else {}
     log_path = run_dir / "log.csv"
     if log_path.exists():
         with log_path.open() as f:
             rows = list(csv.DictReader(f))
-        config = json.loads((run_dir / "config.json").read_text())
         out["epochs_run"] = len(rows)
         out["samples_seen"] = len(rows) * int(config.get("samples_per_epoch", 0))
         out["train_seconds"] = round(sum(float(r["seconds"]) for r in rows), 1)
     hardware = run_dir / "hardware.json"
     if hardware.exists():
         out["hardware"] = json.loads(hardware.read_text())
-    base = _initialised_from(run_dir)
+    base = _initialised_from(config.get("init_from", ""))
     if base:
         out["initialised_from"] = base
         out["samples_seen_total"] = out.get("samples_seen", 0) + base.get("samples_seen_total", base.get("samples_seen", 0))
     return out
 
 
-def _initialised_from(run_dir: Path) -> dict:
-    """The training budget of the model a run started from (``init_from``), so that a card of a continued or
+def _initialised_from(init: str) -> dict:
+    """The training budget of the model a run started from (its ``init_from``), so that a card of a continued or
     fine-tuned model states everything its weights have seen, not only the last stage."""
-    config_path = run_dir / "config.json"
-    init = json.loads(config_path.read_text()).get("init_from", "") if config_path.exists() else ""
     if not init:
         return {}
     from liverseg.modelfile import read_card

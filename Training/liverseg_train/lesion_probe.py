@@ -53,34 +53,53 @@ def draw_lesion(image_hu: np.ndarray, liver: np.ndarray, spacing: tuple[float, f
     return out, mask
 
 
+class _Scorer:
+    """Segments an image with drawn lesions and returns the tumor it calls near the reference liver (within 3
+    voxels, so e.g. the heart taken for liver does not count) and the mL of it farther than 2 voxels from the
+    drawn lesions (tumor called elsewhere)."""
+
+    def __init__(self, segment: Callable[[np.ndarray], np.ndarray], liver: np.ndarray,
+                 spacing: tuple[float, float, float]):
+        self.segment = segment
+        self.near = ndimage.binary_dilation(liver, iterations=3)
+        self.voxel_ml = float(np.prod(spacing)) / 1000.0
+
+    def __call__(self, image: np.ndarray, lesions: np.ndarray) -> tuple[np.ndarray, float]:
+        tumor = (self.segment(image) == TUMOR) & self.near
+        elsewhere = tumor & ~ndimage.binary_dilation(lesions, iterations=2)
+        return tumor, float(elsewhere.sum()) * self.voxel_ml
+
+
 def probe_lesion_sizes(segment: Callable[[np.ndarray], np.ndarray], image_hu: np.ndarray, liver: np.ndarray,
                        spacing: tuple[float, float, float], sizes_mm: tuple[float, ...] = PROBE_SIZES_MM,
                        places: int = 3, seed: int = 0) -> dict:
     """Draw each size at ``places`` places (one at a time) and segment: the mean share of the lesion called tumor
-    per size, and the tumor called elsewhere near the liver (mL per draw; beyond 2 voxels of the lesion, within 3 of
-    the reference liver, so e.g. the heart taken for liver does not count).
+    per size, and the tumor called elsewhere near the liver (mL per draw; see :class:`_Scorer`).
 
     ``segment(image) -> labelmap`` on the same grid (0 background, 1 liver, 2 tumor)."""
-    near = ndimage.binary_dilation(liver, iterations=3)
-    voxel_ml = float(np.prod(spacing)) / 1000.0
+    scorer = _Scorer(segment, liver, spacing)
+    depth = ndimage.distance_transform_edt(liver, sampling=spacing)
     shares: dict[float, list[float]] = {}
     false_ml = []
     for place in range(places):
         for size in sizes_mm:
-            image, lesion = draw_lesion(image_hu, liver, spacing, size, np.random.default_rng([seed, place, int(size)]))
-            tumor = (segment(image) == TUMOR) & near
+            image, lesion = draw_lesion(image_hu, liver, spacing, size, np.random.default_rng([seed, place, int(size)]),
+                                        depth=depth)
+            tumor, elsewhere_ml = scorer(image, lesion)
             shares.setdefault(size, []).append(float((tumor & lesion).sum() / max(int(lesion.sum()), 1)))
-            false_ml.append(float((tumor & ~ndimage.binary_dilation(lesion, iterations=2)).sum()) * voxel_ml)
+            false_ml.append(elsewhere_ml)
     return {"share_called_tumor": {f"{size:g}": float(np.mean(v)) for size, v in shares.items()},
             "false_tumor_ml": float(np.mean(false_ml)), "places": places}
 
 
 def draw_lesions(image_hu: np.ndarray, liver: np.ndarray, spacing: tuple[float, float, float],
                  rng: np.random.Generator, count: tuple[int, int] = (4, 6),
-                 diameters_mm: tuple[float, float] = (8.0, 50.0)) -> tuple[np.ndarray, np.ndarray]:
+                 diameters_mm: tuple[float, float] = (8.0, 50.0), depth: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Several hypodense lesions (log-uniform diameters, -25 to -70 HU, 5-12 HU texture, 0.5-1.5 mm margins) drawn
-    into one liver: (new image, union of their masks)."""
-    depth = ndimage.distance_transform_edt(liver, sampling=spacing)
+    into one liver: (new image, union of their masks). ``depth`` as for :func:`draw_lesion`."""
+    if depth is None:
+        depth = ndimage.distance_transform_edt(liver, sampling=spacing)
     image, mask = image_hu.astype(np.float32, copy=True), np.zeros(liver.shape, bool)
     for _ in range(int(rng.integers(count[0], count[1] + 1))):
         diameter = float(np.exp(rng.uniform(*np.log(diameters_mm))))
@@ -94,15 +113,15 @@ def study_lesions(segment: Callable[[np.ndarray], np.ndarray], image_hu: np.ndar
                   spacing: tuple[float, float, float], draws: int = 6, seed: int = 0) -> dict:
     """``draws`` draws of :func:`draw_lesions`, each segmented: mean lesion Dice, lesions found (touched by tumor),
     mean ratio of tumor to lesion volume, and tumor called elsewhere near the liver (as in the size probe)."""
-    near = ndimage.binary_dilation(liver, iterations=3)
-    voxel_ml = float(np.prod(spacing)) / 1000.0
+    scorer = _Scorer(segment, liver, spacing)
+    depth = ndimage.distance_transform_edt(liver, sampling=spacing)
     dice, ratio, false_ml, found, total = [], [], [], 0, 0
     for draw in range(draws):
-        image, lesions = draw_lesions(image_hu, liver, spacing, np.random.default_rng([seed, draw]))
-        tumor = (segment(image) == TUMOR) & near
+        image, lesions = draw_lesions(image_hu, liver, spacing, np.random.default_rng([seed, draw]), depth=depth)
+        tumor, elsewhere_ml = scorer(image, lesions)
         dice.append(2.0 * float((tumor & lesions).sum()) / max(int(tumor.sum() + lesions.sum()), 1))
         ratio.append(float(tumor.sum()) / max(int(lesions.sum()), 1))
-        false_ml.append(float((tumor & ~ndimage.binary_dilation(lesions, iterations=2)).sum()) * voxel_ml)
+        false_ml.append(elsewhere_ml)
         components, n = ndimage.label(lesions)
         touched = np.unique(components[tumor & lesions])
         found += int((touched > 0).sum())
