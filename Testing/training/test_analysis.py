@@ -142,3 +142,12 @@ def test_lesion_study_scores_found_lesions_dice_and_false_tumor():
     noisy = study_lesions(with_false_tumor, image, liver, spacing, draws=2)
     assert noisy["false_tumor_ml"] > 0.5 and noisy["lesion_dice"] < good["lesion_dice"]
     assert study_report_lines({"a": blind})[-1].startswith("| a | 0.000 | 0 of ")
+
+
+def test_evaluate_refuses_lesion_measurements_that_would_average_nothing(tmp_path, tiny_model_path):
+    from liverseg_train.evaluate import evaluate_cases
+
+    for bad in ({"lesion_sizes_mm": (30.0,), "lesion_places": 0}, {"lesion_draws": -1}, {"lesion_sizes_mm": (0.0,)}):
+        with pytest.raises(ValueError, match="Lesion measurements"):
+            evaluate_cases(tiny_model_path, [], tmp_path / "rep", device="cpu", **bad)
+    assert not (tmp_path / "rep").exists()  # refused before any work

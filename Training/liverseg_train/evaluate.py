@@ -44,6 +44,9 @@ def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Pa
                    lesion_sizes_mm: tuple[float, ...] = (), lesion_places: int = 3, lesion_draws: int = 0) -> dict:
     from liverseg.inference import InferenceOptions
 
+    if lesion_places < 1 or lesion_draws < 0 or any(size <= 0 for size in lesion_sizes_mm):
+        raise ValueError("Lesion measurements need sizes > 0 mm, at least 1 place per size and a draw count >= 0 "
+                         f"(got sizes {list(lesion_sizes_mm)}, places {lesion_places}, draws {lesion_draws}).")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     segmenter = Segmenter(model, device, InferenceOptions(tta_scales=tuple(tta_scales)))
@@ -62,7 +65,9 @@ def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Pa
         m["statistics"] = result.statistics
         m["analysis"] = analyse_case(image.array, image.ijk_to_ras, result.labelmap, label, tumor=tumor)
         reference_liver = label >= 1
-        if (lesion_sizes_mm or lesion_draws) and reference_liver.any():
+        if (lesion_sizes_mm or lesion_draws) and not reference_liver.any():
+            log.warning("%s has no liver label: no lesions drawn into it.", case.case_id)
+        elif lesion_sizes_mm or lesion_draws:
             def segment(img: np.ndarray) -> np.ndarray:
                 return segmenter.segment(img, image.ijk_to_ras, require_liver=False).labelmap
 
