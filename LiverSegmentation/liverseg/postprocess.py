@@ -31,6 +31,12 @@ class PostprocessConfig:
     # parenchyma_ring_mm) and that is no less homogeneous than that liver is liver tissue, not a lesion. None disables.
     parenchyma_max_delta_hu: float | None = 10.0
     parenchyma_ring_mm: float = 5.0
+    # Lesion margins: a hypodense tumor grows into connected liver up to this far (mm) whose smoothed density is
+    # nearer the lesion's than the parenchyma's (at least lesion_growth_min_contrast_hu apart). 0 disables.
+    lesion_growth_mm: float = 10.0
+    lesion_growth_min_contrast_hu: float = 20.0
+    lesion_growth_smoothing_mm: float = 1.0
+    lesion_growth_capsule_mm: float = 2.0  # not into the liver's outermost layer, where partial volume darkens it
 
 
 # What each density rule does to a region the network called tumor, in the words the user reads.
@@ -248,6 +254,7 @@ def postprocess(liver: np.ndarray, tumor: np.ndarray, spacing: tuple[float, floa
     offset = [b.start for b in box]
     lv, tu = liver[box], tumor[box]
     candidates: list[tuple[str, np.ndarray]] = []  # (rule, region) as each density rule decided
+    cysts = np.zeros_like(tu)
     if config.tumor_inside_liver:
         # Tumor voxels are liver (LiTS convention); keep tumor components that come near the liver.
         tu = tu & near_mask(tu, lv, spacing, config.tumor_liver_dilation_mm) if lv.any() else np.zeros_like(tu)
@@ -256,6 +263,10 @@ def postprocess(liver: np.ndarray, tumor: np.ndarray, spacing: tuple[float, floa
         tu = tu & ~cysts & ~outside
         lv = (lv | cysts) & ~outside
         candidates += [("cyst", cysts), ("outside", outside)]
+    if image_hu is not None and config.lesion_growth_mm > 0 and tu.any():
+        # Before the parenchyma rule, which compares a tumor with the liver around it: around a lesion found only in
+        # its core, that "liver" is the rest of the lesion. Cysts the water rule reported as liver stay liver.
+        tu = grow_lesions((lv | tu) & ~cysts, tu, image_hu[box], spacing, config)
     if image_hu is not None and config.parenchyma_max_delta_hu is not None and tu.any():
         alike = parenchyma_look_alikes(lv & ~tu, tu, image_hu[box], spacing, config)
         tu = tu & ~alike
@@ -308,6 +319,48 @@ def parenchyma_look_alikes(liver: np.ndarray, tumor: np.ndarray, image_hu: np.nd
                 and float(values.std()) <= float(around.std()) + config.parenchyma_max_delta_hu):
             found[sl] |= comp
     return found
+
+
+def grow_lesions(liver: np.ndarray, tumor: np.ndarray, image_hu: np.ndarray, spacing,
+                 config: PostprocessConfig) -> np.ndarray:
+    """Each hypodense tumor component grown into the connected ``liver`` around it (up to ``lesion_growth_mm``) whose
+    smoothed density is below the midpoint between the lesion's median and the parenchyma's (the median of the
+    liver outside every tumor, over the whole liver). Components less than ``lesion_growth_min_contrast_hu`` darker
+    than the parenchyma, and every hyperdense one, stay as they are.
+
+    Why: the networks find lesions but segment them too small (LiTS 117: 95 % of the tumor voxels right, a quarter
+    of the tumor found; lesions of 70-110 mm drawn into held-out livers about a third called tumor; README). The
+    missed part is the lesion's margin and, in large lesions, the inside that looks less like the training lesions;
+    density against the patient's own parenchyma decides it without a new network. Hyperdense "tumors" are not
+    grown: on unseen CT the false tumor sits in the bright heart and dome (README), which growth would only enlarge.
+    The whole-liver parenchyma is used, not a ring around the lesion, because around an under-segmented lesion a
+    ring lies in the lesion itself. The caller leaves the cysts the water rule reported as liver out of ``liver``,
+    so growth never takes back what that rule decided."""
+    parenchyma = liver & ~tumor
+    if parenchyma.sum() < 100:
+        return tumor
+    sigma = [config.lesion_growth_smoothing_mm / s for s in spacing]
+    parenchyma_hu = float(np.median(image_hu[parenchyma]))
+    margin = config.lesion_growth_mm + config.lesion_growth_capsule_mm
+    reach = [int(np.ceil(margin / s)) + 2 for s in spacing]
+    out = tumor.copy()
+    labels, n = ndimage.label(tumor, structure=_FULL)
+    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+        sl = tuple(slice(max(0, s.start - m), min(dim, s.stop + m)) for s, m, dim in zip(sl, reach, labels.shape))
+        comp, inside = labels[sl] == i, liver[sl]
+        # Smoothed over the liver only (normalised convolution): dark fat or lung beyond the capsule must not make
+        # the liver's own edge look like lesion.
+        weight = ndimage.gaussian_filter(inside.astype(np.float32), sigma)
+        smooth = ndimage.gaussian_filter(np.where(inside, image_hu[sl], 0).astype(np.float32), sigma)
+        smooth /= np.maximum(weight, 1e-3)
+        lesion_hu = float(np.median(smooth[comp]))
+        if parenchyma_hu - lesion_hu < config.lesion_growth_min_contrast_hu:
+            continue
+        near = ndimage.distance_transform_edt(~comp, sampling=spacing) <= config.lesion_growth_mm
+        deep = ndimage.distance_transform_edt(inside, sampling=spacing) > config.lesion_growth_capsule_mm
+        allowed = comp | (near & deep & (smooth < (lesion_hu + parenchyma_hu) / 2))
+        out[sl] |= ndimage.binary_propagation(comp, mask=allowed)
+    return out
 
 
 def to_labelmap(liver: np.ndarray, tumor: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -302,3 +303,65 @@ def test_longest_axial_diameter_is_the_recist_measure():
     d = metrics.longest_axial_diameter_mm(mask, (0.5, 0.5))
     assert d == pytest.approx(0.5 * np.hypot(39, 19), rel=1e-6)
     assert metrics.longest_axial_diameter_mm(np.zeros((3, 5, 5), bool), (1.0, 1.0)) == 0.0
+
+
+def test_a_hypodense_lesion_found_only_in_its_core_grows_to_its_outline():
+    """Lesion margins: the network's core (radius 4 mm) of a 40 HU lesion (radius 9 mm) in a 110 HU liver grows to
+    the lesion and stops at its outline; a dark tube running out of the lesion is followed no farther than
+    ``lesion_growth_mm`` from the core; a lesion at the capsule does not spill into the fat outside or the liver's outermost
+    2 mm; a hyperdense "lesion" and one only 15 HU darker than the liver keep the network's core; growth off
+    keeps every core."""
+    shape, spacing = (40, 100, 100), (1.0, 1.0, 1.0)
+    zz, yy, xx = np.ogrid[:40, :100, :100]
+    liver = np.zeros(shape, bool)
+    liver[2:38, 5:95, 5:95] = True
+
+    def ball(cz, cy, cx, r):
+        return (zz - cz) ** 2 + (yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2
+    dark, bright, subtle = ball(20, 30, 30, 9), ball(20, 60, 70, 9), ball(20, 70, 30, 9)
+    capsule = ball(20, 70, 5, 9) & liver  # centred on the liver's right edge: half of it inside
+    tube = np.zeros(shape, bool)
+    tube[19:22, 29:32, 30:95] = True  # 3 x 3 voxels, from the dark lesion's centre to the far side of the liver
+    rng = np.random.default_rng(0)
+    image = np.where(liver, 110.0, -100.0) + rng.normal(0, 8, shape)
+    image[dark | tube] = 40 + rng.normal(0, 8, (dark | tube).sum())
+    image[bright] = 180 + rng.normal(0, 8, bright.sum())
+    image[subtle] = 95 + rng.normal(0, 8, subtle.sum())
+    image[capsule] = 30 + rng.normal(0, 8, capsule.sum())
+    cores = ball(20, 30, 30, 4) | ball(20, 60, 70, 4) | ball(20, 70, 30, 4) | ball(20, 70, 12, 4)
+    config = PostprocessConfig(fill_liver_holes=False, liver_closing_mm=0, water_hu=None, parenchyma_max_delta_hu=None)
+    tu = postprocess(liver, cores, spacing, config, image_hu=image).tumor
+
+    def dice(a, b):
+        return 2 * (a & b).sum() / (a.sum() + b.sum())
+    assert dice(tu & ball(20, 30, 30, 14), dark) > 0.9
+    assert (tu & tube & (xx > 30 + 9)).any()  # followed out of the lesion,
+    assert not (tu & tube & (xx > 30 + 4 + 10)).any()  # but no farther than 10 mm from the network's core
+    assert dice(tu & (xx < 25) & (yy > 50), capsule) > 0.6
+    assert not (tu & ~liver).any()
+    assert not (tu & capsule & (xx < 5 + 2)).any()  # the outermost 2 mm of the liver stay liver
+    for core, lesion in ((ball(20, 60, 70, 4), bright), (ball(20, 70, 30, 4), subtle)):
+        assert (tu & lesion).sum() == core.sum()
+    off = postprocess(liver, cores, spacing, replace(config, lesion_growth_mm=0.0), image_hu=image).tumor
+    assert (off == cores).all()
+
+
+def test_lesion_growth_does_not_take_back_a_cyst_the_water_rule_reported_as_liver():
+    """A simple cyst (5 HU, called tumor by the network, reported as liver by the water rule) touching a 40 HU
+    lesion: the lesion grows to its outline, the cyst stays liver and stays in the review list."""
+    shape, spacing = (30, 80, 80), (1.0, 1.0, 1.0)
+    zz, yy, xx = np.ogrid[:30, :80, :80]
+    liver = np.zeros(shape, bool)
+    liver[2:28, 5:75, 5:75] = True
+    lesion = (zz - 15) ** 2 + (yy - 40) ** 2 + (xx - 30) ** 2 <= 64
+    cyst = ((zz - 15) ** 2 + (yy - 40) ** 2 + (xx - 44) ** 2 <= 36) & ~lesion
+    rng = np.random.default_rng(1)
+    image = np.where(liver, 110.0, -100.0) + rng.normal(0, 6, shape)
+    image[lesion] = 40 + rng.normal(0, 6, lesion.sum())
+    image[cyst] = 5 + rng.normal(0, 6, cyst.sum())
+    core = (zz - 15) ** 2 + (yy - 40) ** 2 + (xx - 30) ** 2 <= 9
+    out = postprocess(liver, core | cyst, spacing, PostprocessConfig(fill_liver_holes=False, liver_closing_mm=0),
+                      image_hu=image)
+    assert (out.tumor & lesion).sum() > 0.8 * lesion.sum()
+    assert not (out.tumor & cyst).any() and out.liver[cyst].all()
+    assert [r.rule for r in out.reclassified] == ["cyst"]

@@ -67,6 +67,33 @@ def test_refresh_with_loco_replaces_those_figures_and_keeps_the_rest(release, ti
         release.refresh([str(path), str(path)], None, {"a": _case(0.9)})
 
 
+def test_refresh_with_sample_replaces_the_public_sample_figures_and_their_floors(release, tiny_model_path, tmp_path):
+    """A postprocessing change moves the public-sample figures: ``--refresh --sample`` rewrites them, and the floors
+    the tests enforce follow (measured - 0.02, rounded down); the leave-one-case-out figures stay."""
+    from liverseg.modelfile import load_model, read_card, save_model
+
+    path = tmp_path / "model.safetensors"
+    before = load_model(tiny_model_path)
+    loco = release.loco_metrics({"a": _case(0.80)}, {})
+    card = dict(before.card, limitations=release.LIMITATIONS, metrics={
+        **loco, "public_sample_lits117": {"liver_dice": 0.917, "tumor_dice": 0.411, "liver_dice_floor": 0.89,
+                                          "tumor_dice_floor": 0.39}})
+    save_model(path, before.network, card)
+    tumor = {"dice": 0.6401, "hd95_mm": 20.0, "detection_recall": 0.34, "detection_recall_iou50": 0.17,
+             "detection_precision": 0.9}
+    release.refresh([str(path)], None, sample={"liver": {"dice": 0.9173, "hd95_mm": 10.0, "assd_mm": 2.5},
+                                               "tumor": tumor})
+    metrics = read_card(path)["metrics"]
+    lits = metrics["public_sample_lits117"]
+    assert (lits["tumor_dice"], lits["tumor_dice_floor"], lits["liver_dice_floor"]) == (0.6401, 0.62, 0.89)
+    assert metrics["summary"]["LiTS 117 tumor Dice"] == 0.64 and metrics["summary"]["LOCO liver Dice a"] == 0.8
+    assert "public_sample_measured" in metrics and "leave_one_case_out_measured" not in metrics
+    assert metrics["leave_one_case_out"] == loco["leave_one_case_out"]
+    assert _weights_equal(before, load_model(path))
+    with pytest.raises(SystemExit, match="one model"):
+        release.refresh([str(path), str(path)], None, sample={"liver": {}, "tumor": {}})
+
+
 def test_the_shipped_cards_carry_the_current_limitations(release):
     """The bundled cards were refreshed with this script's list (each may add its own after it)."""
     from liverseg.modelfile import read_card

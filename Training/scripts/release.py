@@ -11,7 +11,8 @@
 
 ``--refresh`` rewrites the cards of released files without touching their weights: the limitations from this
 script's list, and with ``--loco``/``--loco-crop`` (one file only) the leave-one-case-out figures re-measured with
-the engine's current inference, dated; the public-sample figures and floors stay.
+the engine's current inference, dated; with ``--sample`` (one file only) the public-sample figures and their floors
+re-measured the same way, dated; without it they stay.
 
 The public-sample floors written into the card are the measured Dice minus 0.02, rounded down to two decimals
 (a margin that another BLAS or torch build does not cross, while a real regression does); the test suite checks
@@ -63,6 +64,18 @@ def loco_metrics(loco: dict, loco_crop: dict) -> dict:
     }
 
 
+def sample_metrics(sample: dict) -> dict:
+    """The card's public-sample section, floors included, from the sample's evaluation metrics (its ``cases`` entry)."""
+    lits = {"liver_dice": sample["liver"]["dice"], "tumor_dice": sample["tumor"]["dice"],
+            "liver_hd95_mm": sample["liver"]["hd95_mm"], "tumor_hd95_mm": sample["tumor"]["hd95_mm"],
+            "liver_assd_mm": sample["liver"]["assd_mm"], "tumor_detection_recall": sample["tumor"]["detection_recall"],
+            "tumor_detection_recall_iou50": sample["tumor"]["detection_recall_iou50"],
+            "tumor_detection_precision": sample["tumor"]["detection_precision"]}
+    lits["liver_dice_floor"] = floor2(lits["liver_dice"])
+    lits["tumor_dice_floor"] = floor2(lits["tumor_dice"])
+    return lits
+
+
 def summary(metrics: dict) -> dict:
     """The card's one-line figures, from its leave-one-case-out and public-sample sections."""
     out = {f"LOCO liver Dice {case}": round(m["liver_dice"], 3) for case, m in metrics["leave_one_case_out"].items()}
@@ -73,19 +86,22 @@ def summary(metrics: dict) -> dict:
     return out
 
 
-def refresh(paths: list[str], extra: list[str] | None, loco: dict | None = None, loco_crop: dict | None = None) -> None:
+def refresh(paths: list[str], extra: list[str] | None, loco: dict | None = None, loco_crop: dict | None = None,
+            sample: dict | None = None) -> None:
     """Rewrite the cards of released model files, weights untouched: the ``limitations`` (LIMITATIONS + ``extra``;
-    ``extra`` None keeps each card's own, those after the common list), and given ``loco``, the leave-one-case-out
-    figures (dated). So what is learned after a release (a limitation, the figures under a changed inference)
-    reaches the cards users read without retraining. Checks that every tensor reads back identical."""
+    ``extra`` None keeps each card's own, those after the common list), given ``loco`` the leave-one-case-out
+    figures, given ``sample`` (a ``cases`` entry of the public sample's metrics) the public-sample figures and floors,
+    each dated. So what is learned after a release (a limitation, the figures under a changed inference or
+    postprocessing) reaches the cards users read, and the floors the tests enforce, without retraining. Checks that
+    every tensor reads back identical."""
     import datetime
 
     import torch
 
     from liverseg.modelfile import load_model, save_model
 
-    if loco and len(paths) != 1:
-        raise SystemExit("leave-one-case-out figures belong to one model: give one file with --loco")
+    if (loco or sample) and len(paths) != 1:
+        raise SystemExit("measured figures belong to one model: give one file with --loco or --sample")
     for path in paths:
         before = load_model(path)
         own = extra
@@ -96,10 +112,13 @@ def refresh(paths: list[str], extra: list[str] | None, loco: dict | None = None,
                                  "not known; give them with --limitation")
             own = old[common:]
         card = dict(before.card, limitations=LIMITATIONS + own)
+        measured = f"{datetime.date.today().isoformat()}, with the engine's inference and postprocessing of that date"
+        metrics = dict(card["metrics"])
         if loco:
-            metrics = dict(card["metrics"], **loco_metrics(loco, loco_crop or {}))
-            metrics["leave_one_case_out_measured"] = (f"{datetime.date.today().isoformat()}, with the engine's "
-                                                      "inference of that date")
+            metrics.update(loco_metrics(loco, loco_crop or {}), leave_one_case_out_measured=measured)
+        if sample:
+            metrics.update(public_sample_lits117=sample_metrics(sample), public_sample_measured=measured)
+        if loco or sample:
             card["metrics"] = {"summary": summary(metrics), **{k: v for k, v in metrics.items() if k != "summary"}}
         save_model(path, before.network, card)
         after = load_model(path)
@@ -107,14 +126,16 @@ def refresh(paths: list[str], extra: list[str] | None, loco: dict | None = None,
         if old.keys() != new.keys() or not all(torch.equal(old[k], new[k]) for k in old):
             raise SystemExit(f"{path}: the weights changed while rewriting the card")
         print(f"{path}: limitations {len(before.card.get('limitations', []))} -> {len(card['limitations'])}"
-              f"{', leave-one-case-out figures ' + ', '.join(sorted(loco)) if loco else ''}, weights identical")
+              f"{', leave-one-case-out figures ' + ', '.join(sorted(loco)) if loco else ''}"
+              f"{', public-sample figures and floors' if sample else ''}, weights identical")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--refresh", nargs="+", metavar="MODEL_FILE",
                    help="only rewrite these released files' cards: limitations from this script's list (plus "
-                        "--limitation) and, with --loco/--loco-crop, the leave-one-case-out figures")
+                        "--limitation) and, with --loco/--loco-crop/--sample, the leave-one-case-out or public-sample "
+                        "figures")
     p.add_argument("--run")
     p.add_argument("--name")
     p.add_argument("--version")
@@ -127,24 +148,17 @@ def main() -> None:
     args = p.parse_args()
     loco = {case: m["cases"][case] for case, m in _pairs(args.loco).items()}
     loco_crop = {case: m["cases"][case] for case, m in _pairs(args.loco_crop).items()}
+    sample = next(iter(json.loads(Path(args.sample).read_text())["cases"].values())) if args.sample else None
     if args.refresh:
-        refresh(args.refresh, args.limitation, loco, loco_crop)
+        refresh(args.refresh, args.limitation, loco, loco_crop, sample)
         return
     missing = [f"--{k}" for k in ("run", "name", "version", "sample", "output") if not getattr(args, k)]
     if missing:
         p.error(f"a release needs {', '.join(missing)}")
 
-    sample = next(iter(json.loads(Path(args.sample).read_text())["cases"].values()))
-    lits = {"liver_dice": sample["liver"]["dice"], "tumor_dice": sample["tumor"]["dice"],
-            "liver_hd95_mm": sample["liver"]["hd95_mm"], "tumor_hd95_mm": sample["tumor"]["hd95_mm"],
-            "liver_assd_mm": sample["liver"]["assd_mm"], "tumor_detection_recall": sample["tumor"]["detection_recall"],
-            "tumor_detection_recall_iou50": sample["tumor"]["detection_recall_iou50"],
-            "tumor_detection_precision": sample["tumor"]["detection_precision"]}
-    lits["liver_dice_floor"] = floor2(lits["liver_dice"])
-    lits["tumor_dice_floor"] = floor2(lits["tumor_dice"])
     metrics = {
         **loco_metrics(loco, loco_crop),
-        "public_sample_lits117": lits,
+        "public_sample_lits117": sample_metrics(sample),
         "notes": "Leave-one-case-out: a model of the same recipe trained without that case. LiTS 117 (public sample, "
                  "PyPI liver-ct-segmentation-package 1.6.0) was never used for training or model selection; its "
                  "voxel size is estimated (1.1 x 1.1 x 1.35 mm).",
