@@ -2,7 +2,6 @@
 codes, frames only where a segment is, masks equal to the labelmap voxel for voxel; refused (before inference)
 where there is nothing to reference."""
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
