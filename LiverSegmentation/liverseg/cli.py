@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .console import EXIT_ERROR, ProgressBar, run_cli
+from .console import EXIT_ERROR, ProgressBar, non_negative_mm, run_cli
 from .progress import Cancelled
 
 log = logging.getLogger("liverseg")
@@ -117,7 +117,7 @@ def cmd_segment(args) -> int:
             broken[inp] = exc  # reported now; the other cases still run
             print(f"liverseg: error: {inp}: {exc}", file=sys.stderr)
     segmenter = None  # loaded once the first input has been read: a bad single input is reported at once
-    post = PostprocessConfig(enabled=not args.no_postprocessing)
+    post = PostprocessConfig(enabled=not args.no_postprocessing, lesion_growth_mm=args.lesion_margins)
     summaries = []
     started = time.perf_counter()
     for n, (inp, target) in enumerate(zip(inputs, targets), start=1):
@@ -301,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     s.add_argument("--no-tumor", action="store_true", help="liver only")
     s.add_argument("--no-postprocessing", action="store_true", help="raw network output (no largest component etc.)")
+    s.add_argument("--lesion-margins", type=non_negative_mm, default=0.0, metavar="MM",
+                   help="grow each hypodense tumor into the darker connected liver up to MM around it, e.g. 10 "
+                        "(default 0: off; larger lesions and more false tumor, README 'Lesion margins')")
     s.add_argument("--no-roi", action="store_true",
                    help="no liver ROI: run the network on every slice over the whole field of view instead of finding the "
                         "liver first (slower; the tumor then also comes from the whole field, which segmented lesions "

@@ -9,6 +9,19 @@ import threading
 EXIT_ERROR, EXIT_CANCELLED = 1, 130
 
 
+def non_negative_mm(text: str) -> float:
+    """An argparse type for a distance in mm that may be 0 (off) but not negative or not a number."""
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a distance in mm >= 0 (0: off), got {text!r}")
+    return value
+
+
 class ProgressBar:
     """A plain-text progress bar on stderr (redrawn in place on a terminal, a few lines otherwise)."""
 

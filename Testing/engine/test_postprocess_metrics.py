@@ -329,7 +329,8 @@ def test_a_hypodense_lesion_found_only_in_its_core_grows_to_its_outline():
     image[subtle] = 95 + rng.normal(0, 8, subtle.sum())
     image[capsule] = 30 + rng.normal(0, 8, capsule.sum())
     cores = ball(20, 30, 30, 4) | ball(20, 60, 70, 4) | ball(20, 70, 30, 4) | ball(20, 70, 12, 4)
-    config = PostprocessConfig(fill_liver_holes=False, liver_closing_mm=0, water_hu=None, parenchyma_max_delta_hu=None)
+    config = PostprocessConfig(fill_liver_holes=False, liver_closing_mm=0, water_hu=None, parenchyma_max_delta_hu=None,
+                              lesion_growth_mm=10.0)
     tu = postprocess(liver, cores, spacing, config, image_hu=image).tumor
 
     def dice(a, b):
@@ -360,7 +361,8 @@ def test_lesion_growth_does_not_take_back_a_cyst_the_water_rule_reported_as_live
     image[lesion] = 40 + rng.normal(0, 6, lesion.sum())
     image[cyst] = 5 + rng.normal(0, 6, cyst.sum())
     core = (zz - 15) ** 2 + (yy - 40) ** 2 + (xx - 30) ** 2 <= 9
-    out = postprocess(liver, core | cyst, spacing, PostprocessConfig(fill_liver_holes=False, liver_closing_mm=0),
+    out = postprocess(liver, core | cyst, spacing, PostprocessConfig(fill_liver_holes=False, liver_closing_mm=0,
+                                                                      lesion_growth_mm=10.0),
                       image_hu=image)
     assert (out.tumor & lesion).sum() > 0.8 * lesion.sum()
     assert not (out.tumor & cyst).any() and out.liver[cyst].all()

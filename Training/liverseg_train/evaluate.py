@@ -41,8 +41,10 @@ def crop_to_label(image, label: np.ndarray, margin_mm: float):
 
 def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Path, device: str = "auto",
                    tumor: bool = True, crop_margin_mm: float | None = None, tta_scales: tuple[float, ...] = (),
-                   lesion_sizes_mm: tuple[float, ...] = (), lesion_places: int = 3, lesion_draws: int = 0) -> dict:
+                   lesion_sizes_mm: tuple[float, ...] = (), lesion_places: int = 3, lesion_draws: int = 0,
+                   lesion_growth_mm: float = 0.0) -> dict:
     from liverseg.inference import InferenceOptions
+    from liverseg.postprocess import PostprocessConfig
 
     if lesion_places < 1 or lesion_draws < 0 or any(size <= 0 for size in lesion_sizes_mm):
         raise ValueError("Lesion measurements need sizes > 0 mm, at least 1 place per size and a draw count >= 0 "
@@ -50,13 +52,15 @@ def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Pa
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     segmenter = Segmenter(model, device, InferenceOptions(tta_scales=tuple(tta_scales)))
+    post = PostprocessConfig(lesion_growth_mm=lesion_growth_mm)
     per_case = {}
     for case in cases:
         image, label = case.load()
         if crop_margin_mm is not None:
             image, label = crop_to_label(image, label, crop_margin_mm)
         t0 = time.perf_counter()
-        result = segmenter.segment(image.array, image.ijk_to_ras, tumor=tumor, require_liver=False)  # empty scores 0
+        result = segmenter.segment(image.array, image.ijk_to_ras, tumor=tumor, postprocessing=post,
+                                   require_liver=False)  # an empty result scores 0
         seconds = time.perf_counter() - t0
         spacing = tuple(reversed(image.spacing))
         has_tumor_label = bool((label == 2).any())
@@ -69,7 +73,7 @@ def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Pa
             log.warning("%s has no liver label: no lesions drawn into it.", case.case_id)
         elif lesion_sizes_mm or lesion_draws:
             def segment(img: np.ndarray) -> np.ndarray:
-                return segmenter.segment(img, image.ijk_to_ras, require_liver=False).labelmap
+                return segmenter.segment(img, image.ijk_to_ras, postprocessing=post, require_liver=False).labelmap
 
             if lesion_sizes_mm:
                 m["lesion_probe"] = probe_lesion_sizes(segment, image.array, reference_liver, spacing,
