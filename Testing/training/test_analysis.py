@@ -75,6 +75,33 @@ def test_evaluate_writes_the_failure_mode_report(tmp_path, tiny_model_path, phan
     assert set(summary["cases"]["p"]["analysis"]["craniocaudal"]["regions"]) == {"dome", "middle", "tip"}
 
 
+def test_evaluate_segments_with_the_lesion_margins_it_is_given(tmp_path, tiny_model_path, phantom, monkeypatch):
+    """`liverseg-train evaluate --lesion-margins MM` measures the engine's option, not the default (0, off)."""
+    import SimpleITK as sitk
+
+    import liverseg.pipeline as pipeline
+    from liverseg_train.cli import main
+
+    vol, lab, _ = phantom
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, arr in (("p_image", vol), ("p_label", lab)):
+        img = sitk.GetImageFromArray(arr)
+        img.SetSpacing((3.0, 3.0, 5.0))
+        sitk.WriteImage(img, str(data / f"{name}.nii.gz"))
+    seen, real = [], pipeline.postprocess
+
+    def spy(liver, tumor, spacing, config=None, **kwargs):
+        seen.append(config.lesion_growth_mm)
+        return real(liver, tumor, spacing, config, **kwargs)
+    monkeypatch.setattr(pipeline, "postprocess", spy)
+    for extra, expected in (([], 0.0), (["--lesion-margins", "10"], 10.0)):
+        seen.clear()
+        assert main(["evaluate", "--model", str(tiny_model_path), "--source", f"generic:{data}", "--device", "cpu",
+                     "--out", str(tmp_path / f"rep{expected:.0f}"), *extra]) == 0
+        assert seen and set(seen) == {expected}
+
+
 def test_drawn_lesion_has_its_size_density_and_stays_in_the_liver():
     from liverseg_train.lesion_probe import draw_lesion
 
