@@ -59,6 +59,21 @@ def phantom():
     return vol, lab, phantom_ijk_to_ras(spacing)
 
 
+@pytest.fixture()
+def postprocess_configs(monkeypatch) -> list:
+    """The ``PostprocessConfig`` of every postprocessing call the pipeline makes during a test, in order: for tests
+    that an option given on a command line reaches the engine (the real postprocessing still runs)."""
+    import liverseg.pipeline as pipeline
+
+    seen, real = [], pipeline.postprocess
+
+    def recording(liver, tumor, spacing, config=None, **kwargs):
+        seen.append(config)
+        return real(liver, tumor, spacing, config, **kwargs)
+    monkeypatch.setattr(pipeline, "postprocess", recording)
+    return seen
+
+
 @pytest.fixture(scope="session")
 def public_sample(tmp_path_factory):
     """LiTS 117 from PyPI (pip download); skipped where PyPI cannot be reached."""

@@ -2,6 +2,7 @@
 command error is one line on stderr with a non-zero exit code (a traceback only with ``--debug``)."""
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 import threading
@@ -11,8 +12,6 @@ EXIT_ERROR, EXIT_CANCELLED = 1, 130
 
 def non_negative_mm(text: str) -> float:
     """An argparse type for a distance in mm that may be 0 (off) but not negative or not a number."""
-    import argparse
-
     try:
         value = float(text)
     except ValueError:

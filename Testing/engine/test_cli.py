@@ -44,20 +44,12 @@ def test_segment_writes_the_input_geometry_and_summary(tmp_path, ct_file, tiny_m
 
 
 def test_lesion_margins_are_off_by_default_and_reach_the_postprocessing(tmp_path, ct_file, tiny_model_path, capsys,
-                                                                       monkeypatch):
-    import liverseg.pipeline as pipeline
-
-    seen, real = [], pipeline.postprocess
-
-    def spy(liver, tumor, spacing, config=None, **kwargs):
-        seen.append(config.lesion_growth_mm)
-        return real(liver, tumor, spacing, config, **kwargs)
-    monkeypatch.setattr(pipeline, "postprocess", spy)
+                                                                       postprocess_configs):
     for extra, expected in (((), 0.0), (("--lesion-margins", "10"), 10.0)):
         out = tmp_path / f"seg_{expected:.0f}.nii.gz"
         code, _, err = run(capsys, "segment", ct_file, "-o", out, "--model", tiny_model_path, "-q", *extra)
         assert code == 0, err
-        assert seen[-1] == expected
+        assert postprocess_configs[-1].lesion_growth_mm == expected
     for bad in ("-1", "ten"):
         with pytest.raises(SystemExit) as exc:
             main(["segment", str(ct_file), "-o", str(tmp_path / "bad.nii.gz"), "--lesion-margins", bad])

@@ -56,17 +56,24 @@ def test_equivalent_diameter_of_a_ball():
     assert [r["lesions"] for r in rows] == [0, 0, 1] and rows[2]["recall"] == 0.0
 
 
-def test_evaluate_writes_the_failure_mode_report(tmp_path, tiny_model_path, phantom):
+def _write_phantom_case(folder, phantom):
+    """The phantom as the generic case "p" (p_image / p_label NIfTI) in ``folder``."""
     import SimpleITK as sitk
 
-    from liverseg_train.datasets import find_cases
-    from liverseg_train.evaluate import evaluate_cases
-
     vol, lab, _ = phantom
+    folder.mkdir(parents=True, exist_ok=True)
     for name, arr in (("p_image", vol), ("p_label", lab)):
         img = sitk.GetImageFromArray(arr)
         img.SetSpacing((3.0, 3.0, 5.0))
-        sitk.WriteImage(img, str(tmp_path / f"{name}.nii.gz"))
+        sitk.WriteImage(img, str(folder / f"{name}.nii.gz"))
+    return folder
+
+
+def test_evaluate_writes_the_failure_mode_report(tmp_path, tiny_model_path, phantom):
+    from liverseg_train.datasets import find_cases
+    from liverseg_train.evaluate import evaluate_cases
+
+    _write_phantom_case(tmp_path, phantom)
     summary = evaluate_cases(tiny_model_path, find_cases("generic", tmp_path), tmp_path / "rep", device="cpu")
     report = (tmp_path / "rep" / "report.md").read_text()
     assert "## Failure modes" in report and "| p |" in report and "Lesions found by size" in report
@@ -75,31 +82,17 @@ def test_evaluate_writes_the_failure_mode_report(tmp_path, tiny_model_path, phan
     assert set(summary["cases"]["p"]["analysis"]["craniocaudal"]["regions"]) == {"dome", "middle", "tip"}
 
 
-def test_evaluate_segments_with_the_lesion_margins_it_is_given(tmp_path, tiny_model_path, phantom, monkeypatch):
+def test_evaluate_segments_with_the_lesion_margins_it_is_given(tmp_path, tiny_model_path, phantom,
+                                                               postprocess_configs):
     """`liverseg-train evaluate --lesion-margins MM` measures the engine's option, not the default (0, off)."""
-    import SimpleITK as sitk
-
-    import liverseg.pipeline as pipeline
     from liverseg_train.cli import main
 
-    vol, lab, _ = phantom
-    data = tmp_path / "data"
-    data.mkdir()
-    for name, arr in (("p_image", vol), ("p_label", lab)):
-        img = sitk.GetImageFromArray(arr)
-        img.SetSpacing((3.0, 3.0, 5.0))
-        sitk.WriteImage(img, str(data / f"{name}.nii.gz"))
-    seen, real = [], pipeline.postprocess
-
-    def spy(liver, tumor, spacing, config=None, **kwargs):
-        seen.append(config.lesion_growth_mm)
-        return real(liver, tumor, spacing, config, **kwargs)
-    monkeypatch.setattr(pipeline, "postprocess", spy)
+    data = _write_phantom_case(tmp_path / "data", phantom)
     for extra, expected in (([], 0.0), (["--lesion-margins", "10"], 10.0)):
-        seen.clear()
+        postprocess_configs.clear()
         assert main(["evaluate", "--model", str(tiny_model_path), "--source", f"generic:{data}", "--device", "cpu",
                      "--out", str(tmp_path / f"rep{expected:.0f}"), *extra]) == 0
-        assert seen and set(seen) == {expected}
+        assert postprocess_configs and {c.lesion_growth_mm for c in postprocess_configs} == {expected}
 
 
 def test_drawn_lesion_has_its_size_density_and_stays_in_the_liver():
