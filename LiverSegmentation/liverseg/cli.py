@@ -84,6 +84,9 @@ def cmd_segment(args) -> int:
     from .pipeline import Segmenter
     from .postprocess import PostprocessConfig
 
+    if args.no_tumor and args.lesion_margins > 0:
+        raise InputError("--lesion-margins grows tumors, so it has nothing to do with --no-tumor. Drop one of the two.")
+    post = PostprocessConfig(enabled=not args.no_postprocessing, lesion_growth_mm=args.lesion_margins)  # checked first
     output = Path(args.output).expanduser()
     inputs = [Path(p).expanduser() for p in args.inputs]
     root = Path(args.input_dir).expanduser() if args.input_dir else None
@@ -117,7 +120,6 @@ def cmd_segment(args) -> int:
             broken[inp] = exc  # reported now; the other cases still run
             print(f"liverseg: error: {inp}: {exc}", file=sys.stderr)
     segmenter = None  # loaded once the first input has been read: a bad single input is reported at once
-    post = PostprocessConfig(enabled=not args.no_postprocessing, lesion_growth_mm=args.lesion_margins)
     summaries = []
     started = time.perf_counter()
     for n, (inp, target) in enumerate(zip(inputs, targets), start=1):
@@ -303,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-postprocessing", action="store_true", help="raw network output (no largest component etc.)")
     s.add_argument("--lesion-margins", type=non_negative_mm, default=0.0, metavar="MM",
                    help="grow each hypodense tumor into the darker connected liver up to MM around it, e.g. 10 "
-                        "(default 0: off; larger lesions and more false tumor, README 'Lesion margins')")
+                        "(default 0: off; larger lesions and more false tumor, README 'Lesion margins'; refused with "
+                        "--no-postprocessing or --no-tumor, which would ignore it)")
     s.add_argument("--no-roi", action="store_true",
                    help="no liver ROI: run the network on every slice over the whole field of view instead of finding the "
                         "liver first (slower; the tumor then also comes from the whole field, which segmented lesions "

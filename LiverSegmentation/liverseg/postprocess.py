@@ -39,6 +39,14 @@ class PostprocessConfig:
     lesion_growth_smoothing_mm: float = 1.0
     lesion_growth_capsule_mm: float = 2.0  # not into the liver's outermost layer, where partial volume darkens it
 
+    def __post_init__(self) -> None:
+        """Refuse settings that would be ignored without a word: margins are a postprocessing step."""
+        if self.lesion_growth_mm < 0:
+            raise ValueError(f"Lesion margins must be 0 (off) or a positive distance in mm, not {self.lesion_growth_mm}.")
+        if self.lesion_growth_mm > 0 and not self.enabled:
+            raise ValueError("Lesion margins are a postprocessing step: they cannot be combined with postprocessing "
+                             "switched off (--no-postprocessing). Drop one of the two.")
+
 
 # What each density rule does to a region the network called tumor, in the words the user reads.
 RECLASSIFICATIONS = {

@@ -57,6 +57,19 @@ def test_lesion_margins_are_off_by_default_and_reach_the_postprocessing(tmp_path
     assert not (tmp_path / "bad.nii.gz").exists()
 
 
+@pytest.mark.parametrize("switch, says", [("--no-postprocessing", "postprocessing switched off"),
+                                          ("--no-tumor", "--no-tumor")])
+def test_lesion_margins_are_refused_where_they_would_be_ignored(tmp_path, ct_file, tiny_model_path, capsys,
+                                                                 postprocess_configs, switch, says):
+    """Postprocessing off skips every step and no tumor leaves nothing to grow: the option is refused before any work,
+    not silently dropped."""
+    out = tmp_path / "seg.nii.gz"
+    code, _, err = run(capsys, "segment", ct_file, "-o", out, "--model", tiny_model_path, "-q", switch,
+                       "--lesion-margins", "10")
+    assert code != 0 and says in err and "Drop one of the two" in err
+    assert not out.exists() and not postprocess_configs
+
+
 def test_many_inputs_go_to_a_folder(tmp_path, ct_file, tiny_model_path, capsys):
     other = _write(tmp_path / "ct2.nrrd", read_image(ct_file).array)
     code, stdout, err = run(capsys, "segment", ct_file, other, "-o", tmp_path / "out", "--model", tiny_model_path, "-q")

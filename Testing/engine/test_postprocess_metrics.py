@@ -367,3 +367,12 @@ def test_lesion_growth_does_not_take_back_a_cyst_the_water_rule_reported_as_live
     assert (out.tumor & lesion).sum() > 0.8 * lesion.sum()
     assert not (out.tumor & cyst).any() and out.liver[cyst].all()
     assert [r.rule for r in out.reclassified] == ["cyst"]
+
+
+def test_postprocess_config_refuses_margins_it_would_ignore():
+    """The Python API refuses what the CLI refuses: margins with postprocessing off, negative margins."""
+    with pytest.raises(ValueError, match="postprocessing switched off"):
+        PostprocessConfig(enabled=False, lesion_growth_mm=10.0)
+    with pytest.raises(ValueError, match="positive distance"):
+        PostprocessConfig(lesion_growth_mm=-1.0)
+    assert PostprocessConfig(enabled=False).lesion_growth_mm == 0.0
