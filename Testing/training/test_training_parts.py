@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from liverseg_train.augment import AugmentConfig, geometric, intensity, reconstruction_kernel, tissue_contrast
 from liverseg_train.splits import holdout_split, kfold_splits, leave_one_out_splits
@@ -181,6 +182,12 @@ def test_look_alikes_are_water_density_and_never_tumor():
     carved = (label == 1) & (lab == 0)
     assert carved.any() and not (lab == 2).any()  # the pouch is background, never tumor
     assert water[0] - 0.05 < img[carved].mean() < water[1] + 0.05
+    # The pouch follows bile_hu, not the cysts' range (real gallbladders read 27-34 HU in the project's cases).
+    cfg = TumorSynthesisConfig(cyst_probability=0.0, gallbladder_probability=1.0, bile_hu=(38.0, 40.0))
+    dense, same = insert_look_alikes(stack, label, 2.0, 2.5, np.random.default_rng(1), cfg)
+    assert np.array_equal(same, lab)  # same draw, same pouch: only its density changed
+    inner = ndimage.binary_erosion(carved, structure=np.ones((1, 5, 5), bool))
+    assert inner.any() and abs(float(np.median(dense[inner])) - (39 + 100) / 500) < 0.02
 
 
 def test_tissue_contrast_is_monotone_and_kernels_blur_or_sharpen():
