@@ -3,6 +3,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from liverseg import metrics
 from liverseg.postprocess import (PostprocessConfig, ellipsoid, fill_holes, keep_largest_component, postprocess,
@@ -258,6 +259,36 @@ def test_water_density_look_alikes_are_not_tumor():
     assert cyst_rec.centre == pytest.approx((10, 20, 20), abs=0.5) and gall_rec.centre[1:] == pytest.approx((40, 45), abs=1)
     out = postprocess(pred_liver, tumor, spacing, PostprocessConfig(water_hu=None), image_hu=image)
     assert (out.tumor & cyst).any() and (out.tumor & gall).any() and out.reclassified == []
+
+
+def test_tumor_against_fluid_outside_the_liver_is_the_gallbladders_edge():
+    """A "tumor" at the liver's edge whose outside neighbours are bile (27 HU, denser than the water rule's range,
+    itself 45 HU where it mixes with the liver) is left out and reported; a subcapsular lesion of the same density
+    against fat stays tumor, and so does one deep in the liver; the rule off keeps the edge as tumor."""
+    shape, spacing = (20, 60, 70), (2.0, 1.0, 1.0)
+    zz, yy, xx = np.ogrid[:20, :60, :70]
+    liver = np.zeros(shape, bool)
+    liver[2:18, 5:55, 5:48] = True
+    gall = ((zz - 10) * 2) ** 2 + (yy - 38) ** 2 + (xx - 50) ** 2 <= 100  # in its fossa: the liver wraps it
+    liver &= ~gall
+    edge = liver & (ndimage.distance_transform_edt(~gall, sampling=spacing) <= 3)
+    subcapsular = liver & (((zz - 10) * 2) ** 2 + (yy - 15) ** 2 + (xx - 47) ** 2 <= 36)  # against fat
+    deep = ((zz - 10) * 2) ** 2 + (yy - 30) ** 2 + (xx - 20) ** 2 <= 36
+    rng = np.random.default_rng(0)
+    image = np.where(liver, 100.0, -60.0) + rng.normal(0, 8, shape)
+    image[gall] = 27 + rng.normal(0, 8, gall.sum())
+    for lesion in (edge, subcapsular, deep):
+        image[lesion] = 45 + rng.normal(0, 8, lesion.sum())
+    tumor = edge | subcapsular | deep
+    config = PostprocessConfig(fill_liver_holes=False, liver_closing_mm=0)
+    out = postprocess(liver, tumor, spacing, config, image_hu=image)
+    assert not (out.tumor & edge).any() and not (out.liver & edge).any()
+    assert (out.tumor & subcapsular).sum() == subcapsular.sum() and (out.tumor & deep).sum() == deep.sum()
+    assert [(r.rule, r.volume_ml) for r in out.reclassified] == [("fluid", edge.sum() * 2 / 1000)]
+    assert out.reclassified[0].mean_hu == pytest.approx(45, abs=3)
+    out = postprocess(liver, tumor, spacing, PostprocessConfig(fill_liver_holes=False, liver_closing_mm=0,
+                                                               fluid_hu=None), image_hu=image)
+    assert (out.tumor & edge).sum() == edge.sum() and out.reclassified == []
 
 
 def test_tumor_that_looks_like_the_liver_around_it_is_liver():
