@@ -279,7 +279,7 @@ def postprocess(liver: np.ndarray, tumor: np.ndarray, spacing: tuple[float, floa
         lv = (lv | cysts) & ~outside
         candidates += [("cyst", cysts), ("outside", outside)]
     if image_hu is not None and config.fluid_hu is not None and tu.any():
-        beside = beside_fluid(lv & ~tu, tu, image_hu[box], spacing, config)
+        beside = beside_fluid(lv & ~tu, tu, image_hu[box], config)
         tu = tu & ~beside
         lv = lv & ~beside
         candidates.append(("fluid", beside))
@@ -312,10 +312,11 @@ def postprocess(liver: np.ndarray, tumor: np.ndarray, spacing: tuple[float, floa
     return Postprocessed(liver_out, tumor_out, sorted(reclassified, key=lambda r: -r.volume_ml))
 
 
-def beside_fluid(liver: np.ndarray, tumor: np.ndarray, image_hu: np.ndarray, spacing,
+def beside_fluid(liver: np.ndarray, tumor: np.ndarray, image_hu: np.ndarray,
                  config: PostprocessConfig) -> np.ndarray:
     """Hypodense tumor components at the liver's edge whose neighbours outside the liver are mostly fluid: the
-    gallbladder's (or a fluid collection's) edge, taken in by the liver mask and called tumor.
+    gallbladder's (or a fluid collection's) edge, taken in by the liver mask and called tumor. ``liver`` is the
+    liver outside every tumor (the parenchyma).
 
     Why: the bundled default, on an unseen arterial-phase slab, called the part of the gallbladder next to the liver
     a "26 mm tumor" (Training/EXPERIMENTS.md, "Fluid beside the liver"). Bile there read 27 HU (concentration,
@@ -325,13 +326,12 @@ def beside_fluid(liver: np.ndarray, tumor: np.ndarray, image_hu: np.ndarray, spa
     lesion against ascites or an unenhanced kidney (about 30 HU) is left out too, and reported for review."""
     found = np.zeros_like(tumor)
     lo, hi = config.fluid_hu
-    parenchyma = liver & ~tumor
-    if parenchyma.sum() < 100:
+    if liver.sum() < 100:  # no parenchyma to compare with
         return found
-    parenchyma_hu = float(np.median(image_hu[parenchyma]))
-    labels, n = ndimage.label(tumor, structure=_FULL)
+    parenchyma_hu = float(np.median(image_hu[liver]))
+    labels, _ = ndimage.label(tumor, structure=_FULL)
     for i, sl in enumerate(ndimage.find_objects(labels), start=1):
-        sl = tuple(slice(max(0, s.start - 4), min(dim, s.stop + 4)) for s, dim in zip(sl, labels.shape))
+        sl = tuple(slice(max(0, s.start - 1), min(dim, s.stop + 1)) for s, dim in zip(sl, labels.shape))
         comp = labels[sl] == i
         border = ndimage.binary_dilation(comp, structure=_FULL) & ~comp
         outside = border & ~(liver[sl] | tumor[sl])
