@@ -40,9 +40,9 @@ def test_default_model_finds_the_liver_on_real_ct_in_every_stored_orientation():
 @pytest.mark.parametrize("bile_hu", [8, 30])
 def test_default_model_does_not_call_a_gallbladder_or_a_cyst_tumor(bile_hu):
     """Real CT (CHAOS) with a water-density cyst inserted inside the liver and a gallbladder-like pouch at its
-    inferior edge, of clear bile (8 HU) or of the denser bile real scans show (30 HU: 27 and 34 HU in two unseen
-    scans on which models called the gallbladder's edge tumor): neither may come out as tumor, and the cyst must stay
-    liver."""
+    inferior edge, of clear bile (8 HU) or of the denser bile real scans show (30 HU: about 27 and 34 HU in two
+    unseen scans on which models called the gallbladder's edge tumor): neither may come out as tumor, and the cyst
+    must stay liver."""
     from scipy import ndimage
 
     from liverseg import Segmenter

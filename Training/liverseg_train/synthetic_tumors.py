@@ -58,8 +58,9 @@ class TumorSynthesisConfig:
     gallbladder_probability: float = 0.1  # water-density pouch carved into the liver edge; background
     water_hu: tuple[float, float] = (-5.0, 20.0)  # absolute HU of cysts
     # Absolute HU of the gallbladder pouch. Real gallbladders read denser than clear fluid (bile concentration,
-    # sludge, partial volume with its wall and the liver on thick slices): 27 HU (median, arterial-phase 5 mm AMOS
-    # slab) and 34 HU (portal-venous CHAOS) in the two the project has looked at, both called tumor by held-out models.
+    # sludge, partial volume with its wall and the liver on thick slices): 27 HU (median of the labelled gallbladder of
+    # an arterial-phase 5 mm AMOS slab) and about 34 HU (median of the "tumor" a held-out model called on the CHAOS
+    # gallbladder) in the two the project has looked at; models called both tumor.
     bile_hu: tuple[float, float] = (-5.0, 20.0)
     window: tuple[float, float] = (-100.0, 400.0)  # the model's HU window, to place absolute HU in the image
 
