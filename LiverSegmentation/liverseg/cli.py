@@ -82,11 +82,15 @@ def cmd_segment(args) -> int:
     from .modelfile import ModelFileError
     from .outputs import check_output_path, compound_suffix
     from .pipeline import Segmenter
-    from .postprocess import PostprocessConfig
+    from .postprocess import PostprocessConfig, without_rules
 
     if args.no_tumor and args.lesion_margins > 0:
         raise InputError("--lesion-margins grows tumors, so it has nothing to do with --no-tumor. Drop one of the two.")
-    post = PostprocessConfig(enabled=not args.no_postprocessing, lesion_growth_mm=args.lesion_margins)  # checked first
+    if args.no_postprocessing and args.without_rule:
+        raise InputError("--without-rule switches off one postprocessing rule; --no-postprocessing switches off all. "
+                         "Drop one of the two.")
+    post = without_rules(PostprocessConfig(enabled=not args.no_postprocessing, lesion_growth_mm=args.lesion_margins),
+                         args.without_rule)  # checked first
     output = Path(args.output).expanduser()
     inputs = [Path(p).expanduser() for p in args.inputs]
     root = Path(args.input_dir).expanduser() if args.input_dir else None
@@ -278,6 +282,7 @@ def cmd_info(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .devices import DEVICE_CHOICES
+    from .postprocess import DENSITY_RULES
 
     p = argparse.ArgumentParser(prog="liverseg", description="Liver and liver-tumor segmentation of abdominal CT "
                                 "(labels: 0 background, 1 liver, 2 liver tumor). Research use only.")
@@ -307,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="grow each hypodense tumor into the darker connected liver up to MM around it, e.g. 10 "
                         "(default 0: off; larger lesions and more false tumor, README 'Lesion margins'; refused with "
                         "--no-postprocessing or --no-tumor, which would ignore it)")
+    s.add_argument("--without-rule", action="append", default=[], choices=list(DENSITY_RULES), metavar="RULE",
+                   help="switch off one density rule of the postprocessing (repeatable): water (water-density 'tumors' "
+                        "are cysts or the gallbladder), fluid ('tumors' against fluid outside the liver are the "
+                        "gallbladder's edge), parenchyma ('tumors' as dense as the liver around them are liver). E.g. "
+                        "'--without-rule water' on non-contrast CT, where hypodense lesions can sit at water density "
+                        "(README, Limitations); cysts are then called tumor")
     s.add_argument("--no-roi", action="store_true",
                    help="no liver ROI: run the network on every slice over the whole field of view instead of finding the "
                         "liver first (slower; the tumor then also comes from the whole field, which segmented lesions "

@@ -1,7 +1,7 @@
 """Small, pure postprocessing functions on binary masks, parameterised in millimetres, not voxels."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -51,6 +51,18 @@ class PostprocessConfig:
         if self.lesion_growth_mm > 0 and not self.enabled:
             raise ValueError("Lesion margins are a postprocessing step: they cannot be combined with postprocessing "
                              "switched off (--no-postprocessing). Drop one of the two.")
+
+
+# The density rules by the name a user switches them off with, and the PostprocessConfig field that None disables.
+DENSITY_RULES = {"water": "water_hu", "fluid": "fluid_hu", "parenchyma": "parenchyma_max_delta_hu"}
+
+
+def without_rules(config: PostprocessConfig, rules) -> PostprocessConfig:
+    """``config`` with the named density rules (keys of DENSITY_RULES) switched off."""
+    unknown = set(rules) - set(DENSITY_RULES)
+    if unknown:
+        raise ValueError(f"Unknown density rule(s) {', '.join(sorted(unknown))}; choose from {', '.join(DENSITY_RULES)}.")
+    return replace(config, **{DENSITY_RULES[r]: None for r in rules})
 
 
 # What each density rule does to a region the network called tumor, in the words the user reads.

@@ -57,6 +57,24 @@ def test_lesion_margins_are_off_by_default_and_reach_the_postprocessing(tmp_path
     assert not (tmp_path / "bad.nii.gz").exists()
 
 
+def test_density_rules_can_be_switched_off_one_by_one(tmp_path, ct_file, tiny_model_path, capsys, postprocess_configs):
+    """`--without-rule water` (non-contrast CT: lesions at water density) switches off that rule and no other;
+    an unknown rule and the combination with --no-postprocessing are refused before any work."""
+    out = tmp_path / "seg.nii.gz"
+    code, _, err = run(capsys, "segment", ct_file, "-o", out, "--model", tiny_model_path, "-q", "--without-rule", "water")
+    assert code == 0, err
+    config = postprocess_configs[-1]
+    assert config.water_hu is None and config.fluid_hu is not None and config.parenchyma_max_delta_hu is not None
+    with pytest.raises(SystemExit) as exc:
+        main(["segment", str(ct_file), "-o", str(tmp_path / "bad.nii.gz"), "--without-rule", "cysts"])
+    assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    postprocess_configs.clear()
+    code, _, err = run(capsys, "segment", ct_file, "-o", tmp_path / "bad.nii.gz", "--model", tiny_model_path, "-q",
+                       "--no-postprocessing", "--without-rule", "fluid")
+    assert code != 0 and "Drop one of the two" in err and not postprocess_configs
+    assert not (tmp_path / "bad.nii.gz").exists()
+
+
 @pytest.mark.parametrize("switch, says", [("--no-postprocessing", "postprocessing switched off"),
                                           ("--no-tumor", "--no-tumor")])
 def test_lesion_margins_are_refused_where_they_would_be_ignored(tmp_path, ct_file, tiny_model_path, capsys,

@@ -400,6 +400,18 @@ def test_lesion_growth_does_not_take_back_a_cyst_the_water_rule_reported_as_live
     assert [r.rule for r in out.reclassified] == ["cyst"]
 
 
+def test_density_rules_are_switched_off_by_name():
+    from liverseg.postprocess import DENSITY_RULES, without_rules
+
+    base = PostprocessConfig()
+    for rule, field in DENSITY_RULES.items():
+        off = without_rules(base, [rule])
+        assert getattr(off, field) is None and getattr(base, field) is not None
+        assert all(getattr(off, f) == getattr(base, f) for f in DENSITY_RULES.values() if f != field)
+    with pytest.raises(ValueError, match="Unknown density rule"):
+        without_rules(base, ["cysts"])
+
+
 def test_postprocess_config_refuses_margins_it_would_ignore():
     """The Python API refuses what the CLI refuses: margins with postprocessing off, negative margins."""
     with pytest.raises(ValueError, match="postprocessing switched off"):

@@ -93,6 +93,22 @@ def test_evaluate_segments_with_the_lesion_margins_it_is_given(tmp_path, tiny_mo
         assert main(["evaluate", "--model", str(tiny_model_path), "--source", f"generic:{data}", "--device", "cpu",
                      "--out", str(tmp_path / f"rep{expected:.0f}"), *extra]) == 0
         assert postprocess_configs and {c.lesion_growth_mm for c in postprocess_configs} == {expected}
+        report = (tmp_path / f"rep{expected:.0f}" / "report.md").read_text()
+        assert ("lesion margins 10 mm" in report) == bool(expected) and ("not the engine's default" in report) == bool(expected)
+
+
+def test_evaluate_switches_off_the_density_rules_it_is_told(tmp_path, tiny_model_path, phantom, postprocess_configs):
+    """`liverseg-train evaluate --without-rule water` measures the engine with that rule off, and says so."""
+    import json
+
+    from liverseg_train.cli import main
+
+    data = _write_phantom_case(tmp_path / "data", phantom)
+    assert main(["evaluate", "--model", str(tiny_model_path), "--source", f"generic:{data}", "--device", "cpu",
+                 "--out", str(tmp_path / "rep"), "--without-rule", "water"]) == 0
+    assert postprocess_configs and all(c.water_hu is None and c.fluid_hu is not None for c in postprocess_configs)
+    assert json.loads((tmp_path / "rep" / "metrics.json").read_text())["without_rules"] == ["water"]
+    assert "Postprocessing not the engine's default: without the water rule." in (tmp_path / "rep" / "report.md").read_text()
 
 
 def test_drawn_lesion_has_its_size_density_and_stays_in_the_liver():

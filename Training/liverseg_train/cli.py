@@ -144,7 +144,7 @@ def cmd_evaluate(args) -> int:
                              crop_margin_mm=args.crop_to_liver, tta_scales=tuple(args.tta),
                              lesion_sizes_mm=() if args.lesion_probe is None else tuple(args.lesion_probe) or PROBE_SIZES_MM,
                              lesion_places=args.lesion_places, lesion_draws=args.lesion_study,
-                             lesion_growth_mm=args.lesion_margins)
+                             lesion_growth_mm=args.lesion_margins, without=tuple(args.without_rule))
     print(f"liver Dice mean {summary['liver_dice_mean']:.4f} global {summary['liver_dice_global']:.4f}; report: {args.out}/report.md")
     return 0
 
@@ -198,6 +198,7 @@ def cmd_finetune(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from liverseg.console import non_negative_mm
+    from liverseg.postprocess import DENSITY_RULES
 
     p = argparse.ArgumentParser(prog="liverseg-train", description="Train liverseg models on public liver CT datasets.")
     p.add_argument("--debug", action="store_true")
@@ -255,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="test-time augmentation: also run at these in-plane pixel-size factors, e.g. --tta 0.9 1.1")
     ev.add_argument("--lesion-margins", type=non_negative_mm, default=0.0, metavar="MM",
                     help="segment with lesion margins of MM (as 'liverseg segment --lesion-margins'; default 0: off)")
+    ev.add_argument("--without-rule", action="append", default=[], choices=list(DENSITY_RULES), metavar="RULE",
+                    help="segment with this density rule switched off (repeatable; as 'liverseg segment "
+                         "--without-rule'): water, fluid or parenchyma")
     ev.add_argument("--lesion-probe", type=float, nargs="*", metavar="MM",
                     help="also draw hypodense lesions of these diameters into each reference liver, one at a time, and "
                          "report the share called tumor (default sizes 30 50 70 90 110; one segmentation per size and "

@@ -42,9 +42,11 @@ def crop_to_label(image, label: np.ndarray, margin_mm: float):
 def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Path, device: str = "auto",
                    tumor: bool = True, crop_margin_mm: float | None = None, tta_scales: tuple[float, ...] = (),
                    lesion_sizes_mm: tuple[float, ...] = (), lesion_places: int = 3, lesion_draws: int = 0,
-                   lesion_growth_mm: float = 0.0) -> dict:
+                   lesion_growth_mm: float = 0.0, without: tuple[str, ...] = ()) -> dict:
+    """Segment ``cases`` and write the report; ``without`` names density rules to switch off (see
+    ``liverseg.postprocess.DENSITY_RULES``), e.g. to measure what a rule costs the drawn lesions."""
     from liverseg.inference import InferenceOptions
-    from liverseg.postprocess import PostprocessConfig
+    from liverseg.postprocess import PostprocessConfig, without_rules
 
     if lesion_places < 1 or lesion_draws < 0 or any(size <= 0 for size in lesion_sizes_mm):
         raise ValueError("Lesion measurements need sizes > 0 mm, at least 1 place per size and a draw count >= 0 "
@@ -52,7 +54,7 @@ def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Pa
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     segmenter = Segmenter(model, device, InferenceOptions(tta_scales=tuple(tta_scales)))
-    post = PostprocessConfig(lesion_growth_mm=lesion_growth_mm)
+    post = without_rules(PostprocessConfig(lesion_growth_mm=lesion_growth_mm), without)
     per_case = {}
     for case in cases:
         image, label = case.load()
@@ -85,7 +87,8 @@ def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Pa
         log.info("%s: liver Dice %.4f%s (%.1f s)", case.case_id, m["liver"]["dice"],
                  f", tumor Dice {m['tumor']['dice']:.4f}" if "tumor" in m else "", seconds)
     summary = {"model": str(model), "model_warnings": segmenter.model_warnings, "cases": per_case,
-               "crop_margin_mm": crop_margin_mm, "tta_scales": list(tta_scales),
+               "crop_margin_mm": crop_margin_mm, "tta_scales": list(tta_scales), "without_rules": list(without),
+               "lesion_growth_mm": lesion_growth_mm,
                "liver_dice_mean": float(np.mean([c["liver"]["dice"] for c in per_case.values()])),
                "liver_dice_global": global_dice(list(per_case.values()), "liver")}
     tumor_cases = [c for c in per_case.values() if "tumor" in c]
@@ -105,6 +108,10 @@ def _num(v, fmt="{:.4f}"):
 def write_report(summary: dict, out_dir: Path) -> Path:
     lines = [f"# Evaluation of `{Path(summary['model']).name}`", ""]
     lines += [f"**Warning:** {w}\n" for w in summary.get("model_warnings", [])]
+    changed = ([f"lesion margins {summary['lesion_growth_mm']:g} mm"] if summary.get("lesion_growth_mm") else []) + \
+        [f"without the {rule} rule" for rule in summary.get("without_rules", [])]
+    if changed:
+        lines += [f"Postprocessing not the engine's default: {', '.join(changed)}.", ""]
     chart_at = len(lines)
     lines += ["| case | liver Dice | IoU | precision | recall | HD95 mm | ASSD mm | volume error | tumor Dice | lesions found (touched / IoU > 0.5) | seconds |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
