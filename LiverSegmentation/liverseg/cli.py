@@ -84,8 +84,9 @@ def cmd_segment(args) -> int:
     from .pipeline import Segmenter
     from .postprocess import PostprocessConfig, without_rules
 
-    if args.no_tumor and args.lesion_margins > 0:
-        raise InputError("--lesion-margins grows tumors, so it has nothing to do with --no-tumor. Drop one of the two.")
+    if args.no_tumor and (args.lesion_margins > 0 or args.without_rule):
+        raise InputError("--lesion-margins and --without-rule act on tumors, so they have nothing to do with --no-tumor. "
+                         "Drop one of the two.")
     if args.no_postprocessing and args.without_rule:
         raise InputError("--without-rule switches off one postprocessing rule; --no-postprocessing switches off all. "
                          "Drop one of the two.")
@@ -317,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "are cysts or the gallbladder), fluid ('tumors' against fluid outside the liver are the "
                         "gallbladder's edge), parenchyma ('tumors' as dense as the liver around them are liver). E.g. "
                         "'--without-rule water' on non-contrast CT, where hypodense lesions can sit at water density "
-                        "(README, Limitations); cysts are then called tumor")
+                        "(README, Limitations); cysts are then called tumor. Refused with --no-postprocessing or --no-tumor")
     s.add_argument("--no-roi", action="store_true",
                    help="no liver ROI: run the network on every slice over the whole field of view instead of finding the "
                         "liver first (slower; the tumor then also comes from the whole field, which segmented lesions "

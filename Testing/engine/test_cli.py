@@ -72,6 +72,9 @@ def test_density_rules_can_be_switched_off_one_by_one(tmp_path, ct_file, tiny_mo
     code, _, err = run(capsys, "segment", ct_file, "-o", tmp_path / "bad.nii.gz", "--model", tiny_model_path, "-q",
                        "--no-postprocessing", "--without-rule", "fluid")
     assert code != 0 and "Drop one of the two" in err and not postprocess_configs
+    code, _, err = run(capsys, "segment", ct_file, "-o", tmp_path / "bad.nii.gz", "--model", tiny_model_path, "-q",
+                       "--no-tumor", "--without-rule", "water")
+    assert code != 0 and "--no-tumor" in err and not postprocess_configs
     assert not (tmp_path / "bad.nii.gz").exists()
 
 
