@@ -87,9 +87,6 @@ def cmd_segment(args) -> int:
     if args.no_tumor and (args.lesion_margins > 0 or args.without_rule):
         raise InputError("--lesion-margins and --without-rule act on tumors, so they have nothing to do with --no-tumor. "
                          "Drop one of the two.")
-    if args.no_postprocessing and args.without_rule:
-        raise InputError("--without-rule switches off one postprocessing rule; --no-postprocessing switches off all. "
-                         "Drop one of the two.")
     post = without_rules(PostprocessConfig(enabled=not args.no_postprocessing, lesion_growth_mm=args.lesion_margins),
                          args.without_rule)  # checked first
     output = Path(args.output).expanduser()

@@ -58,10 +58,14 @@ DENSITY_RULES = {"water": "water_hu", "fluid": "fluid_hu", "parenchyma": "parenc
 
 
 def without_rules(config: PostprocessConfig, rules) -> PostprocessConfig:
-    """``config`` with the named density rules (keys of DENSITY_RULES) switched off."""
+    """``config`` with the named density rules (keys of DENSITY_RULES) switched off; refused where postprocessing is
+    off altogether, which would ignore them."""
     unknown = set(rules) - set(DENSITY_RULES)
     if unknown:
         raise ValueError(f"Unknown density rule(s) {', '.join(sorted(unknown))}; choose from {', '.join(DENSITY_RULES)}.")
+    if rules and not config.enabled:
+        raise ValueError("--without-rule switches off one postprocessing rule; --no-postprocessing switches off all. "
+                         "Drop one of the two.")
     return replace(config, **{DENSITY_RULES[r]: None for r in rules})
 
 

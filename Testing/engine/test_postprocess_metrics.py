@@ -410,6 +410,9 @@ def test_density_rules_are_switched_off_by_name():
         assert all(getattr(off, f) == getattr(base, f) for f in DENSITY_RULES.values() if f != field)
     with pytest.raises(ValueError, match="Unknown density rule"):
         without_rules(base, ["cysts"])
+    with pytest.raises(ValueError, match="Drop one of the two"):  # postprocessing off would ignore it
+        without_rules(PostprocessConfig(enabled=False), ["water"])
+    assert without_rules(PostprocessConfig(enabled=False), []).enabled is False
 
 
 def test_postprocess_config_refuses_margins_it_would_ignore():
