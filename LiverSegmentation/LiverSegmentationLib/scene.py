@@ -77,7 +77,7 @@ def add_review_points(scene, volume_node, regions: list[dict]):
     density rule reported otherwise (``result.reclassified``: centre in the CT's own RAS frame), so the reader can
     jump to each one from the Markups module; under the CT's parent transform like the segmentation. None when
     there is nothing to review."""
-    from liverseg.postprocess import RECLASSIFICATIONS
+    from liverseg.density_rules import RECLASSIFICATIONS
 
     if not regions:
         return None

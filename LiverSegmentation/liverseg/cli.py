@@ -280,7 +280,7 @@ def cmd_info(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .devices import DEVICE_CHOICES
-    from .postprocess import DENSITY_RULES
+    from .density_rules import DENSITY_RULES
 
     p = argparse.ArgumentParser(prog="liverseg", description="Liver and liver-tumor segmentation of abdominal CT "
                                 "(labels: 0 background, 1 liver, 2 liver tumor). Research use only.")

@@ -10,13 +10,14 @@ import numpy as np
 import torch
 
 from .checks import check_geometry, check_volume
+from .density_rules import RECLASSIFICATIONS
 from .devices import resolve_device
 from .inference import EnsemblePredictor, InferenceOptions, make_predictor
 from .metrics import labelmap_statistics, longest_axial_diameter_mm
 from .modelfile import LoadedModel, load_model, unfinished_warning
 from .orientation import canonical_point_to_ras, canonical_transform, from_canonical, to_canonical, voxel_spacing
 from .plausibility import LOWEST, NoLiverFound, check_result, cut_faces, mirror_warning
-from .postprocess import RECLASSIFICATIONS, PostprocessConfig, postprocess, to_labelmap
+from .postprocess import PostprocessConfig, postprocess, to_labelmap
 from .progress import CancelToken, ProgressCallback, Reporter
 from .registry import model_members, resolve_model_path
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import ndimage
 
+from .density_rules import DENSITY_RULES
 from .labels import BACKGROUND, LIVER, TUMOR
 from .metrics import bounding_box
 
@@ -53,10 +54,6 @@ class PostprocessConfig:
                              "switched off (--no-postprocessing). Drop one of the two.")
 
 
-# The density rules by the name a user switches them off with, and the PostprocessConfig field that None disables.
-DENSITY_RULES = {"water": "water_hu", "fluid": "fluid_hu", "parenchyma": "parenchyma_max_delta_hu"}
-
-
 def without_rules(config: PostprocessConfig, rules) -> PostprocessConfig:
     """``config`` with the named density rules (keys of DENSITY_RULES) switched off; refused where postprocessing is
     off altogether, which would ignore them."""
@@ -69,14 +66,6 @@ def without_rules(config: PostprocessConfig, rules) -> PostprocessConfig:
     return replace(config, **{DENSITY_RULES[r]: None for r in rules})
 
 
-# What each density rule does to a region the network called tumor, in the words the user reads.
-RECLASSIFICATIONS = {
-    "cyst": "water density inside the liver, reported as liver (a cyst?)",
-    "outside": "water density at the liver's edge, left out (gallbladder or fluid?)",
-    "fluid": "at the liver's edge against fluid outside it, left out (the gallbladder's edge?)",
-    "parenchyma": "as dense as the liver around it, reported as liver",
-}
-
 
 @dataclass(frozen=True)
 class Reclassified:
@@ -86,7 +75,7 @@ class Reclassified:
     density; an iso-attenuating lesion matches its surroundings), so the result names each such region for review
     instead of dropping the network's finding silently."""
 
-    rule: str  # a key of RECLASSIFICATIONS
+    rule: str  # a key of density_rules.RECLASSIFICATIONS
     volume_ml: float
     mean_hu: float
     centre: tuple[float, float, float]  # canonical voxel index (slice, row, column) of its centre of mass

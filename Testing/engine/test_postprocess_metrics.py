@@ -401,7 +401,8 @@ def test_lesion_growth_does_not_take_back_a_cyst_the_water_rule_reported_as_live
 
 
 def test_density_rules_are_switched_off_by_name():
-    from liverseg.postprocess import DENSITY_RULES, without_rules
+    from liverseg.density_rules import DENSITY_RULES
+    from liverseg.postprocess import without_rules
 
     base = PostprocessConfig()
     for rule, field in DENSITY_RULES.items():

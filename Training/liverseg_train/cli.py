@@ -198,7 +198,7 @@ def cmd_finetune(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from liverseg.console import non_negative_mm
-    from liverseg.postprocess import DENSITY_RULES
+    from liverseg.density_rules import DENSITY_RULES
 
     p = argparse.ArgumentParser(prog="liverseg-train", description="Train liverseg models on public liver CT datasets.")
     p.add_argument("--debug", action="store_true")

@@ -44,7 +44,7 @@ def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Pa
                    lesion_sizes_mm: tuple[float, ...] = (), lesion_places: int = 3, lesion_draws: int = 0,
                    lesion_growth_mm: float = 0.0, without: tuple[str, ...] = ()) -> dict:
     """Segment ``cases`` and write the report; ``without`` names density rules to switch off (see
-    ``liverseg.postprocess.DENSITY_RULES``), e.g. to measure what a rule costs the drawn lesions."""
+    ``liverseg.density_rules.DENSITY_RULES``), e.g. to measure what a rule costs the drawn lesions."""
     from liverseg.inference import InferenceOptions
     from liverseg.postprocess import PostprocessConfig, without_rules
 
