@@ -111,6 +111,20 @@ _INPLANE = np.zeros((3, 3, 3), bool)
 _INPLANE[1] = True
 
 
+def _components(mask: np.ndarray, pad=0):
+    """Each 26-connected component of ``mask`` as ``(box, component)``: ``box`` its bounding box widened by ``pad``
+    voxels (one number, or one per axis) and clipped to the array, ``component`` its boolean mask within that box.
+
+    Why: the density rules and the lesion margins judge each component against its own surroundings; one box per
+    component keeps that work proportional to the lesions, not to the scan."""
+    labels, _ = ndimage.label(mask, structure=_FULL)
+    pads = np.broadcast_to(pad, (mask.ndim,))
+    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+        box = tuple(slice(max(0, s.start - int(m)), min(dim, s.stop + int(m)))
+                    for s, m, dim in zip(sl, pads, mask.shape))
+        yield box, labels[box] == i
+
+
 def keep_largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 26-connected component (empty stays empty)."""
     labels, n = ndimage.label(mask, structure=_FULL)
@@ -168,17 +182,13 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
 def near_mask(components: np.ndarray, target: np.ndarray, spacing, distance_mm: float) -> np.ndarray:
     """The components of ``components`` that come within ``distance_mm`` of ``target`` (each tested on its own
     small crop, instead of dilating the whole target)."""
-    labels, n = ndimage.label(components, structure=_FULL)
-    keep = np.zeros(n + 1, bool)
+    out = np.zeros_like(components, dtype=bool)
     ball = ellipsoid(distance_mm, spacing) if distance_mm > 0 else np.ones((1, 1, 1), bool)
-    r = [s // 2 for s in ball.shape]
-    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
-        grown = tuple(slice(max(0, s.start - m), min(dim, s.stop + m)) for s, m, dim in zip(sl, r, labels.shape))
-        comp = labels[grown] == i
-        if distance_mm > 0:
-            comp = ndimage.binary_dilation(comp, ball)
-        keep[i] = bool(np.any(comp & target[grown]))
-    return keep[labels]
+    for box, comp in _components(components, [s // 2 for s in ball.shape]):
+        reach = ndimage.binary_dilation(comp, ball) if distance_mm > 0 else comp
+        if np.any(reach & target[box]):
+            out[box] |= comp
+    return out
 
 
 def _morphology_mm(mask: np.ndarray, spacing, radius_mm: float, op) -> np.ndarray:
@@ -223,10 +233,7 @@ def water_look_alikes(liver: np.ndarray, tumor: np.ndarray, image_hu: np.ndarray
     water density is not reported as tumor."""
     cysts, outside = np.zeros_like(tumor), np.zeros_like(tumor)
     lo, hi = config.water_hu
-    labels, n = ndimage.label(tumor, structure=_FULL)
-    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
-        sl = tuple(slice(max(0, s.start - 1), s.stop + 1) for s in sl)
-        comp = labels[sl] == i
+    for sl, comp in _components(tumor, 1):
         values = _interior_hu(comp, image_hu[sl])
         if not (lo <= float(values.mean()) <= hi and float(values.std()) <= config.water_max_std_hu):
             continue
@@ -244,11 +251,9 @@ def _records(mask: np.ndarray, rule: str, image_hu: np.ndarray, spacing, offset,
         return []
     voxel_mm3 = float(np.prod(spacing))
     box = bounding_box(mask)
-    labels, _ = ndimage.label(mask[box], structure=_FULL)
     offset = [o + b.start for o, b in zip(offset, box)]
     out = []
-    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
-        comp = labels[sl] == i
+    for sl, comp in _components(mask[box]):
         if comp.sum() * voxel_mm3 < min_mm3:
             continue
         centre = tuple(float(c + s.start + o) for c, s, o in zip(ndimage.center_of_mass(comp), sl, offset))
@@ -334,10 +339,7 @@ def beside_fluid(liver: np.ndarray, tumor: np.ndarray, image_hu: np.ndarray,
     if liver.sum() < 100:  # no parenchyma to compare with
         return found
     parenchyma_hu = float(np.median(image_hu[liver]))
-    labels, _ = ndimage.label(tumor, structure=_FULL)
-    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
-        sl = tuple(slice(max(0, s.start - 1), min(dim, s.stop + 1)) for s, dim in zip(sl, labels.shape))
-        comp = labels[sl] == i
+    for sl, comp in _components(tumor, 1):
         border = ndimage.binary_dilation(comp, structure=_FULL) & ~comp
         outside = border & ~(liver[sl] | tumor[sl])
         if not border.any() or outside.sum() <= config.water_outside_fraction * border.sum():
@@ -364,11 +366,7 @@ def parenchyma_look_alikes(liver: np.ndarray, tumor: np.ndarray, image_hu: np.nd
     network found only by its shape is reported as liver."""
     found = np.zeros_like(tumor)
     ball = ellipsoid(config.parenchyma_ring_mm, spacing)
-    r = [s // 2 for s in ball.shape]
-    labels, n = ndimage.label(tumor, structure=_FULL)
-    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
-        sl = tuple(slice(max(0, s.start - m - 1), min(dim, s.stop + m + 1)) for s, m, dim in zip(sl, r, labels.shape))
-        comp = labels[sl] == i
+    for sl, comp in _components(tumor, [s // 2 + 1 for s in ball.shape]):
         ring = ndimage.binary_dilation(comp, ball) & liver[sl] & ~comp
         if ring.sum() < 10:  # no liver around it to compare with
             continue
@@ -404,10 +402,8 @@ def grow_lesions(liver: np.ndarray, tumor: np.ndarray, image_hu: np.ndarray, spa
     margin = config.lesion_growth_mm + config.lesion_growth_capsule_mm
     reach = [int(np.ceil(margin / s)) + 2 for s in spacing]
     out = tumor.copy()
-    labels, n = ndimage.label(tumor, structure=_FULL)
-    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
-        sl = tuple(slice(max(0, s.start - m), min(dim, s.stop + m)) for s, m, dim in zip(sl, reach, labels.shape))
-        comp, inside = labels[sl] == i, liver[sl]
+    for sl, comp in _components(tumor, reach):
+        inside = liver[sl]
         # Smoothed over the liver only (normalised convolution): dark fat or lung beyond the capsule must not make
         # the liver's own edge look like lesion.
         weight = ndimage.gaussian_filter(inside.astype(np.float32), sigma)
