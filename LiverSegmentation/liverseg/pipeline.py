@@ -37,7 +37,8 @@ class SegmentationResult:
     warnings: list[str] = field(default_factory=list)
     roi_slices: tuple[int, int] = (0, 0)  # canonical slice range the fine pass ran on
     slices_run: int = 0  # network evaluations of a slice (coarse + fine)
-    # Regions the network called tumor that a density rule reported otherwise: rule, volume_ml, mean_hu, centre_ras
+    # Regions to review: ones the network called tumor that a density rule reported otherwise, and darker liver
+    # right around a tumor (rule "margin"): rule, volume_ml, mean_hu, centre_ras
     reclassified: list[dict] = field(default_factory=list)
 
 
@@ -49,13 +50,24 @@ def describe_region(region: dict) -> str:
             f"{RECLASSIFICATIONS[region['rule']]}")
 
 
-def reclassified_warning(regions: list[dict], shown: int = 5) -> str:
-    """One line naming the regions (largest first) the network called tumor and a density rule did not, with where
-    to find them, so a reader can check each one."""
-    parts = [describe_region(r) for r in regions[:shown]]
-    more = f"; and {len(regions) - shown} smaller" if len(regions) > shown else ""
-    return (f"The network called {len(regions)} region(s) tumor that the density rules did not report as tumor; "
-            f"review them: " + "; ".join(parts) + more + ".")
+def review_warnings(regions: list[dict], shown: int = 5) -> list[str]:
+    """The regions to review, in at most two lines with where to find each one (largest first), so a reader can
+    check them: those the network called tumor and a density rule did not, and the tumors with darker liver right
+    around them (rule "margin"), which may be larger than segmented."""
+    def listed(group: list[dict]) -> str:
+        more = f"; and {len(group) - shown} smaller" if len(group) > shown else ""
+        return "; ".join(describe_region(r) for r in group[:shown]) + more + "."
+
+    rules = [r for r in regions if r["rule"] != "margin"]
+    margins = [r for r in regions if r["rule"] == "margin"]
+    lines = []
+    if rules:
+        lines.append(f"The network called {len(rules)} region(s) tumor that the density rules did not report as "
+                     f"tumor; review them: {listed(rules)}")
+    if margins:
+        lines.append(f"{len(margins)} tumor(s) may be larger than segmented (the tumor volume may be too small); "
+                     f"review their margins: {listed(margins)}")
+    return lines
 
 
 class Segmenter:
@@ -126,8 +138,7 @@ class Segmenter:
         reclassified = [{"rule": r.rule, "volume_ml": r.volume_ml, "mean_hu": r.mean_hu,
                          "centre_ras": canonical_point_to_ras(r.centre, transform, ijk_to_ras)}
                         for r in cleaned.reclassified]
-        if reclassified:
-            w = reclassified_warning(reclassified)
+        for w in review_warnings(reclassified):
             log.warning(w)
             warnings.append(w)
         report.check()

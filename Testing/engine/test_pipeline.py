@@ -182,6 +182,22 @@ def test_tumor_the_density_rules_overrode_is_named_with_its_ras_position(segment
     assert "4.2 mL at R {:.0f}, A {:.0f}, S {:.0f} (mean 7 HU)".format(*expected) in w and "a cyst?" in w
 
 
+def test_regions_to_review_are_worded_in_one_line_per_kind():
+    """Density-rule regions and possible lesion margins are different findings: one line each, largest first,
+    none when there is nothing to review."""
+    from liverseg.pipeline import review_warnings
+
+    def region(rule, ml):
+        return {"rule": rule, "volume_ml": ml, "mean_hu": 60.0, "centre_ras": (1.0, 2.0, 3.0)}
+    assert review_warnings([]) == []
+    rules, margins = review_warnings([region("margin", 27.0), region("cyst", 3.0), region("margin", 2.4)])
+    assert rules.startswith("The network called 1 region(s) tumor") and "3.0 mL at R 1, A 2, S 3" in rules
+    assert margins.startswith("2 tumor(s) may be larger than segmented") and "margin" not in rules
+    assert margins.index("27.0 mL") < margins.index("2.4 mL") and "may be larger than segmented" in margins
+    (only,) = review_warnings([region("margin", 5.0)])
+    assert only.startswith("1 tumor(s) may be larger")
+
+
 def test_the_fine_pass_takes_the_liver_from_the_whole_slice_and_the_tumor_from_the_crop(tiny_model_path):
     """A stand-in network that tells the two views apart (its logits say whether it saw the whole 64-pixel slice):
     the liver probabilities must come from the whole-slice pass everywhere, the tumor's from the crop around the

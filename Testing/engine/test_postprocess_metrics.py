@@ -378,6 +378,41 @@ def test_a_hypodense_lesion_found_only_in_its_core_grows_to_its_outline():
     assert (off == cores).all()
 
 
+def test_a_tumor_segmented_too_small_is_reported_for_review_without_changing_the_result():
+    """Lesion margins off (the default): the 40 HU lesion (radius 12 mm) of which the network called only the
+    inner 9.5 mm tumor gets one "margin" review region, centred on the lesion, about the volume margins would add,
+    at the lesion's density; the result is exactly that with the check off. Not reported: the same lesion called
+    whole, a hyperdense "lesion" called in its core, a small margin (a 2.5 mm core in a 3.5 mm lesion: under 2 mL),
+    the check switched off, and margins switched on (they have taken the liver in). (A core much smaller than its
+    lesion would be reported as liver by the parenchyma rule, whose ring would lie in the lesion itself.)"""
+    shape, spacing = (40, 100, 100), (1.0, 1.0, 1.0)
+    zz, yy, xx = np.ogrid[:40, :100, :100]
+    liver = np.zeros(shape, bool)
+    liver[2:38, 5:95, 5:95] = True
+
+    def ball(cz, cy, cx, r):
+        return (zz - cz) ** 2 + (yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2
+    dark, bright, small = ball(20, 30, 30, 12), ball(20, 60, 70, 12), ball(20, 80, 20, 3.5)
+    rng = np.random.default_rng(0)
+    image = np.where(liver, 110.0, -100.0) + rng.normal(0, 8, shape)
+    image[dark | small] = 40 + rng.normal(0, 8, (dark | small).sum())
+    image[bright] = 180 + rng.normal(0, 8, bright.sum())
+    cores = ball(20, 30, 30, 9.5) | ball(20, 60, 70, 9.5) | ball(20, 80, 20, 2.5)
+    config = PostprocessConfig(fill_liver_holes=False, liver_closing_mm=0)
+    out = postprocess(liver, cores, spacing, config, image_hu=image)
+    (review,) = out.reclassified
+    assert review.rule == "margin" and review.centre == pytest.approx((20, 30, 30), abs=1)
+    assert review.volume_ml == pytest.approx((dark & ~cores).sum() / 1000, rel=0.15)
+    assert review.mean_hu == pytest.approx(40, abs=10)
+    unchecked = postprocess(liver, cores, spacing, replace(config, margin_review_mm=None), image_hu=image)
+    assert unchecked.reclassified == []
+    assert (unchecked.tumor == out.tumor).all() and (unchecked.liver == out.liver).all()
+    whole = postprocess(liver, dark | ball(20, 60, 70, 9.5) | small, spacing, config, image_hu=image)
+    assert whole.reclassified == []
+    grown = postprocess(liver, cores, spacing, replace(config, lesion_growth_mm=10.0), image_hu=image)
+    assert grown.reclassified == [] and (grown.tumor & dark).sum() > 0.9 * dark.sum()
+
+
 def test_lesion_growth_does_not_take_back_a_cyst_the_water_rule_reported_as_liver():
     """A simple cyst (5 HU, called tumor by the network, reported as liver by the water rule) touching a 40 HU
     lesion: the lesion grows to its outline, the cyst stays liver and stays in the review list."""

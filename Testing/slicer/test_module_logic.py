@@ -328,14 +328,18 @@ def test_segmentation_of_a_ct_under_a_transform_overlays_it_in_world_coordinates
     np.testing.assert_array_equal(_labelmap_from_segments(seg_node, hardened), engine)
     # The regions the density rules took from the network's tumor are points where they are displayed, too.
     regions = result.reclassified
-    assert regions, "LiTS 117: the default model's 27 mL parenchyma look-alike is expected here"
+    assert regions, "LiTS 117: the default model's 27 mL parenchyma look-alike and four margins are expected here"
     points = logic.reviewPointsNode
     assert points.GetParentTransformNode() is transform and points.GetNumberOfControlPoints() == len(regions)
     world = [0.0, 0.0, 0.0]
     points.GetNthControlPointPositionWorld(0, world)
     assert world == pytest.approx(list((t @ [*regions[0]["centre_ras"], 1.0])[:3]), abs=1e-3)
     assert points.GetNthControlPointLabel(0) == f"{regions[0]['volume_ml']:.1f} mL"
-    assert "reported as liver" in points.GetNthControlPointDescription(0) and points.GetNthControlPointLocked(0)
+    from liverseg.density_rules import RECLASSIFICATIONS
+
+    assert [points.GetNthControlPointDescription(i).split(": ", 1)[1] for i in range(len(regions))] == \
+        [RECLASSIFICATIONS[r["rule"]] for r in regions]
+    assert {r["rule"] for r in regions} == {"parenchyma", "margin"} and points.GetNthControlPointLocked(0)
 
 
 @pytest.mark.slow
