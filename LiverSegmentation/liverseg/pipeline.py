@@ -42,31 +42,38 @@ class SegmentationResult:
     reclassified: list[dict] = field(default_factory=list)
 
 
-def describe_region(region: dict) -> str:
-    """One reclassified region (an entry of ``SegmentationResult.reclassified``) in the words the user reads: size,
-    where (RAS, as Slicer's data probe shows it), density and what the rule made of it."""
+def _where(region: dict) -> str:
+    """A region's size, place (RAS, as Slicer's data probe shows it) and density."""
     x, y, z = region["centre_ras"]
-    return (f"{region['volume_ml']:.1f} mL at R {x:.0f}, A {y:.0f}, S {z:.0f} (mean {region['mean_hu']:.0f} HU): "
-            f"{RECLASSIFICATIONS[region['rule']]}")
+    return f"{region['volume_ml']:.1f} mL at R {x:.0f}, A {y:.0f}, S {z:.0f} (mean {region['mean_hu']:.0f} HU)"
+
+
+def describe_region(region: dict) -> str:
+    """One region to review (an entry of ``SegmentationResult.reclassified``) in the words the user reads: size,
+    where, density and what the rule made of it."""
+    return f"{_where(region)}: {RECLASSIFICATIONS[region['rule']]}"
 
 
 def review_warnings(regions: list[dict], shown: int = 5) -> list[str]:
     """The regions to review, in at most two lines with where to find each one (largest first), so a reader can
     check them: those the network called tumor and a density rule did not, and the tumors with darker liver right
     around them (rule "margin"), which may be larger than segmented."""
-    def listed(group: list[dict]) -> str:
+    def listed(group: list[dict], describe) -> str:
         more = f"; and {len(group) - shown} smaller" if len(group) > shown else ""
-        return "; ".join(describe_region(r) for r in group[:shown]) + more + "."
+        return "; ".join(describe(r) for r in group[:shown]) + more
 
     rules = [r for r in regions if r["rule"] != "margin"]
     margins = [r for r in regions if r["rule"] == "margin"]
     lines = []
     if rules:
         lines.append(f"The network called {len(rules)} region(s) tumor that the density rules did not report as "
-                     f"tumor; review them: {listed(rules)}")
+                     f"tumor; review them: {listed(rules, describe_region)}.")
     if margins:
-        lines.append(f"{len(margins)} tumor(s) may be larger than segmented (the tumor volume may be too small); "
-                     f"review their margins: {listed(margins)}")
+        total = sum(r["volume_ml"] for r in margins)
+        lines.append(f"{len(margins)} tumor(s) may be larger than segmented: {total:.1f} mL of darker liver lies "
+                     f"right around them, left as liver, so the tumor volume may be too small. Review their margins: "
+                     f"{listed(margins, _where)} (lesion margins, `--lesion-margins 10` on the command line, would "
+                     "take such liver in).")
     return lines
 
 

@@ -192,8 +192,8 @@ def test_regions_to_review_are_worded_in_one_line_per_kind():
     assert review_warnings([]) == []
     rules, margins = review_warnings([region("margin", 27.0), region("cyst", 3.0), region("margin", 2.4)])
     assert rules.startswith("The network called 1 region(s) tumor") and "3.0 mL at R 1, A 2, S 3" in rules
-    assert margins.startswith("2 tumor(s) may be larger than segmented") and "margin" not in rules
-    assert margins.index("27.0 mL") < margins.index("2.4 mL") and "may be larger than segmented" in margins
+    assert margins.startswith("2 tumor(s) may be larger than segmented: 29.4 mL of darker liver") and "margin" not in rules
+    assert margins.index("27.0 mL at R 1, A 2, S 3 (mean 60 HU)") < margins.index("2.4 mL")
     (only,) = review_warnings([region("margin", 5.0)])
     assert only.startswith("1 tumor(s) may be larger")
 
