@@ -111,6 +111,32 @@ def test_evaluate_switches_off_the_density_rules_it_is_told(tmp_path, tiny_model
     assert "Postprocessing not the engine's default: without the water rule." in (tmp_path / "rep" / "report.md").read_text()
 
 
+def test_evaluation_counts_the_regions_to_review_and_checks_margins_against_the_reference_tumor():
+    """The report's "regions to review": per rule, regions and mL; for margins on a case with tumor labels, the share
+    of the darker liver around the tumors that is reference tumor (all of it here: the lesion's outer shell)."""
+    from types import SimpleNamespace
+
+    from liverseg.postprocess import PostprocessConfig
+    from liverseg_train.evaluate import _review_line, review_regions
+
+    zz, yy, xx = np.ogrid[:40, :100, :100]
+    liver = np.zeros((40, 100, 100), bool)
+    liver[2:38, 5:95, 5:95] = True
+    lesion = (zz - 20) ** 2 + (yy - 30) ** 2 + (xx - 30) ** 2 <= 12 ** 2
+    core = (zz - 20) ** 2 + (yy - 30) ** 2 + (xx - 30) ** 2 <= 9.5 ** 2
+    image = np.where(liver, 110.0, -100.0) + np.random.default_rng(0).normal(0, 8, liver.shape)
+    image[lesion] -= 70
+    labelmap = np.where(core, 2, np.where(liver, 1, 0)).astype(np.uint8)
+    label = np.where(lesion, 2, np.where(liver, 1, 0)).astype(np.uint8)
+    regions = [{"rule": "margin", "volume_ml": 3.7}, {"rule": "cyst", "volume_ml": 0.5}, {"rule": "cyst", "volume_ml": 0.25}]
+    review = review_regions(SimpleNamespace(reclassified=regions, labelmap=labelmap), image, label, (1.0, 1.0, 1.0),
+                            PostprocessConfig())
+    assert review["cyst"] == {"regions": 2, "ml": 0.75} and review["margin"]["in_reference_tumor"] > 0.95
+    assert _review_line("a", review).startswith("- a: margin 1 / 3.7 mL (100 % reference tumor); cyst 2 / 0.8 mL")
+    assert review_regions(SimpleNamespace(reclassified=regions, labelmap=labelmap), image, labelmap.clip(0, 1),
+                          (1.0, 1.0, 1.0), PostprocessConfig())["margin"] == {"regions": 1, "ml": 3.7}
+
+
 def test_drawn_lesion_has_its_size_density_and_stays_in_the_liver():
     from liverseg_train.lesion_probe import draw_lesion
 

@@ -70,6 +70,7 @@ def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Pa
         m["seconds"] = seconds
         m["statistics"] = result.statistics
         m["analysis"] = analyse_case(image.array, image.ijk_to_ras, result.labelmap, label, tumor=tumor)
+        m["review"] = review_regions(result, image.array, label, spacing, post)
         reference_liver = label >= 1
         if (lesion_sizes_mm or lesion_draws) and not reference_liver.any():
             log.warning("%s has no liver label: no lesions drawn into it.", case.case_id)
@@ -101,6 +102,34 @@ def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Pa
     return clean
 
 
+def review_regions(result, image_hu: np.ndarray, label: np.ndarray, spacing, config) -> dict:
+    """The result's regions to review by rule: {rule: {"regions", "ml"}}; for "margin" on a case with a tumor label
+    also ``in_reference_tumor``, the share of the darker liver around the tumors that is reference tumor, which says
+    whether the check points at lesion (the same check on the result, :func:`liverseg.postprocess.darker_margins`)."""
+    from liverseg.labels import LIVER, TUMOR
+    from liverseg.postprocess import darker_margins
+
+    by_rule: dict[str, dict] = {}
+    for region in result.reclassified:
+        entry = by_rule.setdefault(region["rule"], {"regions": 0, "ml": 0.0})
+        entry["regions"] += 1
+        entry["ml"] += region["volume_ml"]
+    if "margin" in by_rule and (label == TUMOR).any():
+        margin, _ = darker_margins(result.labelmap >= LIVER, result.labelmap == TUMOR, image_hu.astype(np.float32),
+                                   spacing, config)
+        by_rule["margin"]["in_reference_tumor"] = float((label[margin] == TUMOR).mean()) if margin.any() else None
+    return by_rule
+
+
+def _review_line(cid: str, review: dict) -> str:
+    parts = []
+    for rule, e in review.items():
+        share = e.get("in_reference_tumor")
+        parts.append(f"{rule} {e['regions']} / {e['ml']:.1f} mL"
+                     + (f" ({100 * share:.0f} % reference tumor)" if share is not None else ""))
+    return f"- {cid}: " + ("; ".join(parts) if parts else "none")
+
+
 def _num(v, fmt="{:.4f}"):
     return "n/a" if v is None else fmt.format(v)
 
@@ -124,6 +153,11 @@ def write_report(summary: dict, out_dir: Path) -> Path:
     lines += ["", f"Liver Dice: mean per case {summary['liver_dice_mean']:.4f}, global {summary['liver_dice_global']:.4f}."]
     if "tumor_dice_mean" in summary:
         lines.append(f"Tumor Dice: mean per case {summary['tumor_dice_mean']:.4f}, global {summary['tumor_dice_global']:.4f}.")
+    reviews = {cid: m["review"] for cid, m in summary["cases"].items() if "review" in m}
+    if reviews:
+        lines += ["", "Regions to review (rule: regions / mL; for \"margin\", darker liver right around a tumor, the "
+                  "share of it that is reference tumor where the case has tumor labels):", ""]
+        lines += [_review_line(cid, review) for cid, review in reviews.items()]
     analysed = {cid: m["analysis"] for cid, m in summary["cases"].items() if "analysis" in m}
     if analysed:
         lines += [""] + report_lines(analysed)
