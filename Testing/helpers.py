@@ -19,6 +19,18 @@ def shared_case(name: str) -> tuple[Path, Path]:
     return img, SHARED_DATA / "ct" / f"{name}_label.nii.gz"
 
 
+def liver_block():
+    """A 40 x 100 x 100 grid of 1 mm voxels with a box-shaped liver (slices 2-37, rows and columns 5-94), its open
+    grid coordinates and ``ball(cz, cy, cx, r)`` for lesions: the scene of the analytic lesion-margin tests."""
+    zz, yy, xx = np.ogrid[:40, :100, :100]
+    liver = np.zeros((40, 100, 100), bool)
+    liver[2:38, 5:95, 5:95] = True
+
+    def ball(cz, cy, cx, r):
+        return (zz - cz) ** 2 + (yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2
+    return liver, (zz, yy, xx), ball
+
+
 def random_rotation_matrix(seed: int, max_deg: float = 20.0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     from scipy.spatial.transform import Rotation

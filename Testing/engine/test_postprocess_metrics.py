@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from helpers import liver_block
 from liverseg import metrics
 from liverseg.postprocess import (PostprocessConfig, ellipsoid, fill_holes, keep_largest_component, postprocess,
                                   remove_small_components, to_labelmap)
@@ -342,13 +343,8 @@ def test_a_hypodense_lesion_found_only_in_its_core_grows_to_its_outline():
     ``lesion_growth_mm`` from the core; a lesion at the capsule does not spill into the fat outside or the liver's outermost
     2 mm; a hyperdense "lesion" and one only 15 HU darker than the liver keep the network's core; growth off
     keeps every core."""
-    shape, spacing = (40, 100, 100), (1.0, 1.0, 1.0)
-    zz, yy, xx = np.ogrid[:40, :100, :100]
-    liver = np.zeros(shape, bool)
-    liver[2:38, 5:95, 5:95] = True
-
-    def ball(cz, cy, cx, r):
-        return (zz - cz) ** 2 + (yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2
+    liver, (zz, yy, xx), ball = liver_block()
+    shape, spacing = liver.shape, (1.0, 1.0, 1.0)
     dark, bright, subtle = ball(20, 30, 30, 9), ball(20, 60, 70, 9), ball(20, 70, 30, 9)
     capsule = ball(20, 70, 5, 9) & liver  # centred on the liver's right edge: half of it inside
     tube = np.zeros(shape, bool)
@@ -385,13 +381,8 @@ def test_a_tumor_segmented_too_small_is_reported_for_review_without_changing_the
     whole, a hyperdense "lesion" called in its core, a small margin (a 2.5 mm core in a 3.5 mm lesion: under 2 mL),
     the check switched off, and margins switched on (they have taken the liver in). (A core much smaller than its
     lesion would be reported as liver by the parenchyma rule, whose ring would lie in the lesion itself.)"""
-    shape, spacing = (40, 100, 100), (1.0, 1.0, 1.0)
-    zz, yy, xx = np.ogrid[:40, :100, :100]
-    liver = np.zeros(shape, bool)
-    liver[2:38, 5:95, 5:95] = True
-
-    def ball(cz, cy, cx, r):
-        return (zz - cz) ** 2 + (yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2
+    liver, (zz, yy, xx), ball = liver_block()
+    shape, spacing = liver.shape, (1.0, 1.0, 1.0)
     dark, bright, small = ball(20, 30, 30, 12), ball(20, 60, 70, 12), ball(20, 80, 20, 3.5)
     rng = np.random.default_rng(0)
     image = np.where(liver, 110.0, -100.0) + rng.normal(0, 8, shape)

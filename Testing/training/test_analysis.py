@@ -119,11 +119,10 @@ def test_evaluation_counts_the_regions_to_review_and_checks_margins_against_the_
     from liverseg.postprocess import PostprocessConfig
     from liverseg_train.evaluate import _review_line, review_regions
 
-    zz, yy, xx = np.ogrid[:40, :100, :100]
-    liver = np.zeros((40, 100, 100), bool)
-    liver[2:38, 5:95, 5:95] = True
-    lesion = (zz - 20) ** 2 + (yy - 30) ** 2 + (xx - 30) ** 2 <= 12 ** 2
-    core = (zz - 20) ** 2 + (yy - 30) ** 2 + (xx - 30) ** 2 <= 9.5 ** 2
+    from helpers import liver_block
+
+    liver, _, ball = liver_block()
+    lesion, core = ball(20, 30, 30, 12), ball(20, 30, 30, 9.5)
     image = np.where(liver, 110.0, -100.0) + np.random.default_rng(0).normal(0, 8, liver.shape)
     image[lesion] -= 70
     labelmap = np.where(core, 2, np.where(liver, 1, 0)).astype(np.uint8)
