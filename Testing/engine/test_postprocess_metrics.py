@@ -290,6 +290,12 @@ def test_tumor_against_fluid_outside_the_liver_is_the_gallbladders_edge():
     out = postprocess(liver, tumor, spacing, PostprocessConfig(fill_liver_holes=False, liver_closing_mm=0,
                                                                fluid_hu=None), image_hu=image)
     assert (out.tumor & edge).sum() == edge.sum() and out.reclassified == []
+    # Without contrast (the liver at 60 HU; the edge "tumor" 30 HU) the fluid band holds unenhanced organs and the
+    # lesions themselves, so the step does not run: the edge stays tumor.
+    dim = np.where(liver, 60.0, image) + np.where(liver, rng.normal(0, 8, shape), 0)
+    dim[tumor] = 30 + rng.normal(0, 8, tumor.sum())
+    out = postprocess(liver, tumor, spacing, config, image_hu=dim)
+    assert (out.tumor & edge).sum() == edge.sum() and not any(r.rule == "fluid" for r in out.reclassified)
 
 
 def test_tumor_that_looks_like_the_liver_around_it_is_liver():
