@@ -35,9 +35,10 @@ LIMITATIONS = [
     "the engine's postprocessing: fully cystic or necrotic tumors are missed.",
     "A lesion whose median density is within 10 HU of the liver around it, and no less homogeneous, is reported as liver "
     "by the engine's postprocessing: iso-attenuating lesions are missed.",
-    "A hypodense lesion at the liver's edge whose neighbours outside the liver are mostly fluid (-15 to 35 HU: the "
-    "gallbladder, ascites, an unenhanced kidney) is reported as the gallbladder's edge, not tumor, by the engine's "
-    "postprocessing; a gallbladder the liver result takes in whole can still be called tumor.",
+    "On contrast-enhanced CT (liver at least 70 HU), a hypodense lesion at the liver's edge whose neighbours outside "
+    "the liver are mostly fluid (-15 to 35 HU: the gallbladder, ascites) is reported as the gallbladder's edge, not "
+    "tumor, by the engine's postprocessing; a gallbladder the liver result takes in whole, or its edge on non-contrast "
+    "CT, can still be called tumor.",
     "Trained mostly on portal-venous adult abdominal CT; arterial phase checked on one unseen 11-slice slab (README); "
     "paediatric and post-surgical livers untested.",
     "2.5D network at 2 mm in-plane pixels: fine boundary detail below that is interpolated.",
