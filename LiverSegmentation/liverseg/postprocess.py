@@ -75,7 +75,6 @@ def without_rules(config: PostprocessConfig, rules) -> PostprocessConfig:
     return replace(config, **{DENSITY_RULES[r]: None for r in rules})
 
 
-
 @dataclass(frozen=True)
 class Reclassified:
     """A region to review: one the network called tumor that a density rule reported as something else, or (rule
