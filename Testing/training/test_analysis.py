@@ -205,10 +205,46 @@ def test_lesion_study_scores_found_lesions_dice_and_false_tumor():
     assert study_report_lines({"a": blind})[-1].startswith("| a | 0.000 | 0 of ")
 
 
+def test_edge_study_draws_lesions_that_bulge_out_of_the_liver_and_scores_what_the_result_keeps():
+    from liverseg.labels import LIVER, TUMOR
+    from liverseg_train.lesion_probe import draw_edge_lesions, edge_report_lines, study_edge_lesions
+
+    spacing = (2.0, 2.0, 2.0)
+    image = np.full((40, 90, 90), -1000.0, np.float32)  # air around a body of fat with a 100 HU liver in it
+    image[:, 5:85, 5:85] = -100.0
+    liver = np.zeros(image.shape, bool)
+    liver[:, 25:65, 25:65] = True
+    image[liver] = 100.0
+    drawn, lesions = draw_edge_lesions(image, liver, spacing, np.random.default_rng(1))
+    bulge = lesions & ~liver
+    assert bulge.sum() > 0.2 * lesions.sum() and (lesions & liver).sum() > 0.2 * lesions.sum()  # across the capsule
+    assert not (lesions[:, :5].any() or lesions[:, 85:].any())  # never outside the body
+    core = ndimage.binary_erosion(bulge, iterations=2)
+    assert 20.0 < float(np.mean(drawn[core])) < 85.0  # beyond the liver: liver density minus 25-70 HU, not fat
+    away = ~ndimage.binary_dilation(lesions, iterations=6)  # beyond the soft margin: (almost) untouched
+    assert np.abs(drawn[away] - image[away]).max() < 2.0
+
+    def follows(img):  # a model whose liver and tumor follow the lesion out of the healthy outline
+        dark = (img > 0) & (img < 90)
+        return np.where(dark, TUMOR, np.where(liver, LIVER, 0))
+
+    def clipped(img):  # one that finds the lesion but keeps the healthy outline
+        return np.where(liver, np.where(img < 90, TUMOR, LIVER), 0)
+
+    good = study_edge_lesions(follows, image, liver, spacing, draws=2)
+    assert good["bulge_kept"] > 0.9 and good["bulge_tumor"] > 0.9 and good["liver_dice"] > 0.98
+    assert good["found"] == good["lesions"] >= 2 and good["false_tumor_ml"] < 1.0
+    cut = study_edge_lesions(clipped, image, liver, spacing, draws=2)
+    assert cut["bulge_kept"] == 0 and cut["bulge_tumor"] == 0 and cut["lesions"] == good["lesions"]
+    assert cut["liver_dice"] < good["liver_dice"] and cut["lesion_dice"] < good["lesion_dice"]
+    assert edge_report_lines({"a": cut})[-1].startswith("| a | ")
+
+
 def test_evaluate_refuses_lesion_measurements_that_would_average_nothing(tmp_path, tiny_model_path):
     from liverseg_train.evaluate import evaluate_cases
 
-    for bad in ({"lesion_sizes_mm": (30.0,), "lesion_places": 0}, {"lesion_draws": -1}, {"lesion_sizes_mm": (0.0,)}):
+    for bad in ({"lesion_sizes_mm": (30.0,), "lesion_places": 0}, {"lesion_draws": -1}, {"lesion_sizes_mm": (0.0,)},
+                {"edge_draws": -2}):
         with pytest.raises(ValueError, match="Lesion measurements"):
             evaluate_cases(tiny_model_path, [], tmp_path / "rep", device="cpu", **bad)
     assert not (tmp_path / "rep").exists()  # refused before any work

@@ -140,6 +140,28 @@ def test_mass_effect_bulges_the_liver_only_when_asked():
         TumorSynthesisConfig(mass_effect_strength=(0.5, 1.2))
 
 
+def test_exophytic_lesions_bulge_out_of_the_liver_only_when_asked():
+    stack, label = _liver_stack()
+    outside = []
+    for prob in (0.0, 1.0):
+        cfg = TumorSynthesisConfig(radius_mm=(10, 20), edge_probability=1.0, max_lesions=1, exophytic_probability=prob,
+                                   hypo_probability=1.0, iso_probability=0.0, rim_probability=0.0)
+        runs = [insert_tumors(stack, label, 2.0, 2.5, np.random.default_rng(s), cfg) for s in range(6)]
+        outside.append([int(((lab == 2) & (label == 0)).sum()) for _, lab in runs])
+        if prob:
+            img, lab = next(r for r in runs if ((r[1][1] == 2) & (label[1] == 0)).sum() > 20)
+            bulge = ndimage.binary_erosion((lab[1] == 2) & (label[1] == 0), iterations=2)
+            assert float(img[1][bulge].mean()) < 0.4 - 0.03  # lesion density (hypo against the liver), not the fat
+            assert float(img[1][bulge].mean()) > 0.1 + 0.1
+    assert max(outside[0]) == 0  # clipped to the liver: the 2.0.0 recipe
+    assert np.mean([n > 20 for n in outside[1]]) >= 0.5  # most bulge beyond the healthy outline, labelled tumor
+    same = TumorSynthesisConfig(radius_mm=(10, 20), edge_probability=1.0, max_lesions=1)
+    a = insert_tumors(stack, label, 2.0, 2.5, np.random.default_rng(4), same)
+    b = insert_tumors(stack, label, 2.0, 2.5, np.random.default_rng(4), TumorSynthesisConfig(
+        radius_mm=(10, 20), edge_probability=1.0, max_lesions=1, exophytic_probability=0.0))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])  # off: the sample stream is unchanged
+
+
 def test_grain_texture_keeps_the_scans_noise_but_no_vessel_runs_through_a_lesion():
     """A liver with scanner noise (0.02, 10 HU) and a bright vessel (+0.15) under a large central lesion: "blend"
     (2.0.0) keeps 30 % of the vessel inside the lesion, "grain" removes it and keeps the noise at its level."""

@@ -143,7 +143,7 @@ def cmd_evaluate(args) -> int:
     summary = evaluate_cases(args.model, cases, args.out, device=args.device, tumor=not args.no_tumor,
                              crop_margin_mm=args.crop_to_liver, tta_scales=tuple(args.tta),
                              lesion_sizes_mm=() if args.lesion_probe is None else tuple(args.lesion_probe) or PROBE_SIZES_MM,
-                             lesion_places=args.lesion_places, lesion_draws=args.lesion_study,
+                             lesion_places=args.lesion_places, lesion_draws=args.lesion_study, edge_draws=args.edge_study,
                              lesion_growth_mm=args.lesion_margins, without=tuple(args.without_rule))
     print(f"liver Dice mean {summary['liver_dice_mean']:.4f} global {summary['liver_dice_global']:.4f}; report: {args.out}/report.md")
     return 0
@@ -267,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--lesion-study", type=int, default=0, metavar="DRAWS",
                     help="also draw 4-6 hypodense lesions of 8-50 mm into each reference liver, DRAWS times, and report "
                          "lesion Dice, lesions found and false tumor (one segmentation per draw; e.g. 6)")
+    ev.add_argument("--edge-study", type=int, default=0, metavar="DRAWS",
+                    help="also draw 1-3 hypodense lesions of 20-60 mm centred on each reference liver's surface, "
+                         "bulging out of it, DRAWS times, and report how much of them (above all of the bulge) the "
+                         "result keeps in the liver and calls tumor (one segmentation per draw; e.g. 6)")
     ev.set_defaults(func=cmd_evaluate)
 
     ex = sub.add_parser("export", help="turn a run's best model into a model file with metrics in its card")

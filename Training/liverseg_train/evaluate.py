@@ -17,7 +17,7 @@ from liverseg.pipeline import Segmenter
 
 from .analysis import analyse_case, plot_profiles, report_lines
 from .datasets import CaseSource
-from .lesion_probe import probe_lesion_sizes, study_lesions, study_report_lines
+from .lesion_probe import edge_report_lines, probe_lesion_sizes, study_edge_lesions, study_lesions, study_report_lines
 from .lesion_probe import report_lines as probe_report_lines
 
 log = logging.getLogger("liverseg.train")
@@ -42,15 +42,16 @@ def crop_to_label(image, label: np.ndarray, margin_mm: float):
 def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Path, device: str = "auto",
                    tumor: bool = True, crop_margin_mm: float | None = None, tta_scales: tuple[float, ...] = (),
                    lesion_sizes_mm: tuple[float, ...] = (), lesion_places: int = 3, lesion_draws: int = 0,
-                   lesion_growth_mm: float = 0.0, without: tuple[str, ...] = ()) -> dict:
+                   edge_draws: int = 0, lesion_growth_mm: float = 0.0, without: tuple[str, ...] = ()) -> dict:
     """Segment ``cases`` and write the report; ``without`` names density rules to switch off (see
     ``liverseg.density_rules.DENSITY_RULES``), e.g. to measure what a rule costs the drawn lesions."""
     from liverseg.inference import InferenceOptions
     from liverseg.postprocess import PostprocessConfig, without_rules
 
-    if lesion_places < 1 or lesion_draws < 0 or any(size <= 0 for size in lesion_sizes_mm):
-        raise ValueError("Lesion measurements need sizes > 0 mm, at least 1 place per size and a draw count >= 0 "
-                         f"(got sizes {list(lesion_sizes_mm)}, places {lesion_places}, draws {lesion_draws}).")
+    if lesion_places < 1 or min(lesion_draws, edge_draws) < 0 or any(size <= 0 for size in lesion_sizes_mm):
+        raise ValueError("Lesion measurements need sizes > 0 mm, at least 1 place per size and draw counts >= 0 "
+                         f"(got sizes {list(lesion_sizes_mm)}, places {lesion_places}, draws {lesion_draws} and "
+                         f"{edge_draws}).")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     segmenter = Segmenter(model, device, InferenceOptions(tta_scales=tuple(tta_scales)))
@@ -72,9 +73,10 @@ def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Pa
         m["analysis"] = analyse_case(image.array, image.ijk_to_ras, result.labelmap, label, tumor=tumor)
         m["review"] = review_regions(result, image.array, label, spacing, post)
         reference_liver = label >= 1
-        if (lesion_sizes_mm or lesion_draws) and not reference_liver.any():
+        drawn = lesion_sizes_mm or lesion_draws or edge_draws
+        if drawn and not reference_liver.any():
             log.warning("%s has no liver label: no lesions drawn into it.", case.case_id)
-        elif lesion_sizes_mm or lesion_draws:
+        elif drawn:
             def segment(img: np.ndarray) -> np.ndarray:
                 return segmenter.segment(img, image.ijk_to_ras, postprocessing=post, require_liver=False).labelmap
 
@@ -83,6 +85,8 @@ def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Pa
                                                        tuple(lesion_sizes_mm), lesion_places)
             if lesion_draws:
                 m["lesion_study"] = study_lesions(segment, image.array, reference_liver, spacing, lesion_draws)
+            if edge_draws:
+                m["edge_study"] = study_edge_lesions(segment, image.array, reference_liver, spacing, edge_draws)
         per_case[case.case_id] = m
         save_overlay(out_dir / f"{case.case_id}_overlay.png", image.array, image.ijk_to_ras, result.labelmap, label)
         log.info("%s: liver Dice %.4f%s (%.1f s)", case.case_id, m["liver"]["dice"],
@@ -167,6 +171,9 @@ def write_report(summary: dict, out_dir: Path) -> Path:
     studies = {cid: m["lesion_study"] for cid, m in summary["cases"].items() if "lesion_study" in m}
     if studies:
         lines += [""] + study_report_lines(studies)
+    edges = {cid: m["edge_study"] for cid, m in summary["cases"].items() if "edge_study" in m}
+    if edges:
+        lines += [""] + edge_report_lines(edges)
     lines += ["", "Overlays: CT | reference | prediction | prediction with reference outlines (yellow).", ""]
     lines += [f"![{cid}]({cid}_overlay.png)" for cid in summary["cases"]]
     try:

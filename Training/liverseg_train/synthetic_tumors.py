@@ -13,7 +13,9 @@ consistent. Lesion kinds cover the spectrum seen in practice:
   small contrast), hyper-attenuating (hypervascular lesions in the arterial phase);
 - rim-enhancing (a darker core with a brighter ring, e.g. colorectal metastases, abscess-like);
 - 3-80 mm in diameter (log-uniform), several per slice, optionally confluent (clustered, touching);
-- subcapsular and dome lesions (centred on the liver's edge, clipped to the liver);
+- subcapsular and dome lesions (centred on the liver's edge, clipped to the liver), and optionally
+  (``exophytic_probability``) edge lesions that bulge out of it: beyond the healthy outline they replace whatever is
+  there inside the body and are labelled tumor, so the model learns that the liver follows such a lesion out;
 - mass effect (optional, ``mass_effect_probability``): a growing lesion pushes the vessels and the capsule around it
   outwards (a smooth radial warp of image and labels), so the liver's contour bulges over a subcapsular lesion
   instead of keeping the healthy liver's outline.
@@ -39,6 +41,9 @@ class TumorSynthesisConfig:
     rim_probability: float = 0.15  # share of hypo lesions with an enhancing rim
     confluent_probability: float = 0.2  # later lesions of a sample cluster around the first one
     edge_probability: float = 0.25  # lesion centred on the liver's edge (subcapsular, dome)
+    # Share of edge lesions not clipped to the liver but bulging out of it (exophytic, or a subcapsular lesion that
+    # pushes the capsule out). 0 keeps the 2.0.0 recipe's sample stream unchanged.
+    exophytic_probability: float = 0.0
     delta_hu_hypo: tuple[float, float] = (25.0, 90.0)
     delta_hu_hyper: tuple[float, float] = (15.0, 50.0)
     delta_hu_iso: tuple[float, float] = (10.0, 25.0)
@@ -151,6 +156,7 @@ def insert_tumors(stack: np.ndarray, label_stack: np.ndarray, spacing_mm: float,
     first = None
     for n in range(rng.integers(1, cfg.max_lesions + 1)):
         r = float(np.exp(rng.uniform(*np.log(cfg.radius_mm))))
+        bulge = False
         if first is not None and rng.random() < cfg.confluent_probability:
             angle = rng.uniform(0, 2 * np.pi)
             dist = (first[1] + r) * rng.uniform(0.5, 1.0)  # touching or overlapping the first lesion
@@ -158,6 +164,7 @@ def insert_tumors(stack: np.ndarray, label_stack: np.ndarray, spacing_mm: float,
         elif len(ey) and rng.random() < cfg.edge_probability:
             i = rng.integers(len(ey))
             cy, cx = ey[i] * spacing_mm, ex[i] * spacing_mm
+            bulge = bool(cfg.exophytic_probability) and rng.random() < cfg.exophytic_probability
         else:
             i = rng.integers(len(ys))
             cy, cx = ys[i] * spacing_mm, xs[i] * spacing_mm
@@ -169,11 +176,12 @@ def insert_tumors(stack: np.ndarray, label_stack: np.ndarray, spacing_mm: float,
                                             spacing_mm, slice_spacing_mm)
             liver = label_stack >= 1
         shape = _ellipsoid(grids, (cz, cy, cx), r * rng.uniform(0.7, 1.3, size=3), rng.uniform(0, np.pi), 0.25, rng)
-        shape &= liver
+        region = _body(stack) | liver if bulge else liver
+        shape &= region
         if not shape[centre].any():
             continue
         blur = rng.uniform(*cfg.margin_blur_mm) / spacing_mm
-        alpha = ndimage.gaussian_filter(shape.astype(np.float32), sigma=(0, blur, blur)) * liver
+        alpha = ndimage.gaussian_filter(shape.astype(np.float32), sigma=(0, blur, blur)) * region
         hypo = rng.random() < cfg.hypo_probability
         if rng.random() < cfg.iso_probability:
             delta = rng.uniform(*cfg.delta_hu_iso) * (-1 if hypo else 1)
@@ -190,10 +198,20 @@ def insert_tumors(stack: np.ndarray, label_stack: np.ndarray, spacing_mm: float,
                                            iterations=max(1, int(round(0.2 * r / spacing_mm))))
             ring = ndimage.gaussian_filter((shape & ~inner).astype(np.float32), sigma=(0, 0.7, 0.7))
             target = target + ring * rng.uniform(*cfg.rim_delta_hu) * unit - ring * delta * unit
-        # Replace liver tissue by lesion tissue, keeping some of the original texture so it looks scanned, not painted.
-        stack = stack * (1 - alpha) + (_shown_through(stack, liver_mean, cfg) + target) * alpha
-        label_stack[(alpha >= 0.5) & liver] = 2
+        # Replace liver tissue by lesion tissue, keeping some of the original texture so it looks scanned, not painted
+        # (beyond the liver, where a bulging lesion pushed other tissue aside, nothing of it shows through).
+        base = np.where(liver, stack, liver_mean) if bulge else stack
+        stack = stack * (1 - alpha) + (_shown_through(base, liver_mean, cfg) + target) * alpha
+        label_stack[(alpha >= 0.5) & region] = 2
+        if bulge:
+            liver = label_stack >= 1
     return np.clip(stack, 0.0, 1.0).astype(np.float32), label_stack
+
+
+def _body(stack: np.ndarray) -> np.ndarray:
+    """Inside the patient, slice by slice: tissue above the window's floor with what it encloses (fat at the floor,
+    lungs, bowel gas), not the air around the patient."""
+    return np.stack([ndimage.binary_fill_holes(k > 0.01) for k in stack])
 
 
 def _shown_through(stack: np.ndarray, liver_mean: float, cfg: TumorSynthesisConfig) -> np.ndarray:
