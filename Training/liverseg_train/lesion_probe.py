@@ -142,36 +142,56 @@ def study_lesions(segment: Callable[[np.ndarray], np.ndarray], image_hu: np.ndar
     for draw in range(draws):
         image, lesions = draw_lesions(image_hu, liver, spacing, np.random.default_rng([seed, draw]), depth=depth)
         tumor, elsewhere_ml = scorer(image, lesions)
-        dice.append(2.0 * float((tumor & lesions).sum()) / max(int(tumor.sum() + lesions.sum()), 1))
-        ratio.append(float(tumor.sum()) / max(int(lesions.sum()), 1))
+        lesion_dice, hit, n = _lesion_scores(tumor, lesions)
+        dice.append(lesion_dice)
+        ratio.append(_share(tumor, lesions))
         false_ml.append(elsewhere_ml)
-        components, n = ndimage.label(lesions)
-        touched = np.unique(components[tumor & lesions])
-        found += int((touched > 0).sum())
+        found += hit
         total += n
     return {"lesion_dice": float(np.mean(dice)), "found": found, "lesions": total,
             "volume_ratio": float(np.mean(ratio)), "false_tumor_ml": float(np.mean(false_ml)), "draws": draws}
 
 
+def _share(part: np.ndarray, whole: np.ndarray) -> float:
+    """Voxels of ``part`` per voxel of ``whole`` (0 for an empty ``whole``)."""
+    return float(part.sum()) / max(int(whole.sum()), 1)
+
+
+def _lesion_scores(tumor: np.ndarray, lesions: np.ndarray) -> tuple[float, int, int]:
+    """(lesion Dice, drawn lesions touched by tumor, drawn lesions) of one draw."""
+    dice = 2.0 * float((tumor & lesions).sum()) / max(int(tumor.sum() + lesions.sum()), 1)
+    components, n = ndimage.label(lesions)
+    touched = np.unique(components[tumor & lesions])
+    return dice, int((touched > 0).sum()), n
+
+
 EDGE_DIAMETERS_MM = (20.0, 60.0)
+
+
+def edge_places(image_hu: np.ndarray, liver: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Where edge lesions go and what they replace: (surface voxels that may be a centre, the body they may reach
+    beyond the liver, the liver's median HU). The scan's first and last slices are not surface (a slab's cut faces
+    are not the capsule); the body is filled slice by slice, so the lungs are inside it."""
+    surface = liver & ~ndimage.binary_erosion(liver, border_value=1)
+    surface[[0, -1]] = False
+    body = np.stack([ndimage.binary_fill_holes(k > -500) for k in image_hu])
+    return np.argwhere(surface), body, float(np.median(image_hu[liver])) if liver.any() else 0.0
 
 
 def draw_edge_lesions(image_hu: np.ndarray, liver: np.ndarray, spacing: tuple[float, float, float],
                       rng: np.random.Generator, count: tuple[int, int] = (1, 3),
-                      diameters_mm: tuple[float, float] = EDGE_DIAMETERS_MM) -> tuple[np.ndarray, np.ndarray]:
+                      diameters_mm: tuple[float, float] = EDGE_DIAMETERS_MM,
+                      places: tuple[np.ndarray, np.ndarray, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Hypodense lesions (log-uniform diameters, -25 to -70 HU against the liver, 5-12 HU texture, 0.5-1.5 mm
     margins) centred on the liver's surface, so about half of each lies beyond the healthy outline, where it
     replaces what is there inside the body (fat, organs, bowel gas, lung at the dome: what a growing lesion pushes
-    aside). The scan's first and last slices are not surface (a slab's cut faces are not the capsule). Returns (new
-    image, union of the lesion masks)."""
-    surface = liver & ~ndimage.binary_erosion(liver, border_value=1)
-    surface[[0, -1]] = False
-    candidates = np.argwhere(surface)
+    aside). Returns (new image, union of the lesion masks). ``places``: :func:`edge_places` of this image and
+    liver, when drawing several times into one liver."""
+    candidates, body, liver_hu = places or edge_places(image_hu, liver)
     image, mask = image_hu.astype(np.float32, copy=True), np.zeros(liver.shape, bool)
     if not len(candidates):
         return image, mask
-    body = np.stack([ndimage.binary_fill_holes(k > -500) for k in image_hu])  # slice by slice: lungs are inside
-    beyond = (body, float(np.median(image_hu[liver])))
+    beyond = (body, liver_hu)
     for _ in range(int(rng.integers(count[0], count[1] + 1))):
         diameter = float(np.exp(rng.uniform(*np.log(diameters_mm))))
         centre = candidates[rng.integers(len(candidates))]
@@ -187,22 +207,24 @@ def study_edge_lesions(segment: Callable[[np.ndarray], np.ndarray], image_hu: np
     kept in the result's liver (liver or tumor), the same for their part beyond the healthy outline (``bulge_kept``:
     the liver mask must follow the lesion out) and the share of that part called tumor; lesion Dice; liver Dice with
     the lesions counted as liver; lesions found; tumor called elsewhere near the liver."""
+    places = edge_places(image_hu, liver)
     dice, liver_dice, kept, bulge_kept, bulge_tumor, false_ml, found, total = [], [], [], [], [], [], 0, 0
     for draw in range(draws):
-        image, lesions = draw_edge_lesions(image_hu, liver, spacing, np.random.default_rng([seed, draw, 1]))
+        image, lesions = draw_edge_lesions(image_hu, liver, spacing, np.random.default_rng([seed, draw, 1]),
+                                           places=places)
         labelmap = segment(image)
-        organ = liver | lesions
+        organ = liver | lesions  # the tumor near it counts, as in the other studies
         tumor, elsewhere_ml = _Scorer(segment, organ, spacing).score(labelmap, lesions)
         result = labelmap >= 1
         bulge = lesions & ~liver
-        dice.append(2.0 * float((tumor & lesions).sum()) / max(int(tumor.sum() + lesions.sum()), 1))
+        lesion_dice, hit, n = _lesion_scores(tumor, lesions)
+        dice.append(lesion_dice)
         liver_dice.append(2.0 * float((result & organ).sum()) / max(int(result.sum() + organ.sum()), 1))
-        kept.append(float((result & lesions).sum()) / max(int(lesions.sum()), 1))
-        bulge_kept.append(float((result & bulge).sum()) / max(int(bulge.sum()), 1))
-        bulge_tumor.append(float((tumor & bulge).sum()) / max(int(bulge.sum()), 1))
+        kept.append(_share(result & lesions, lesions))
+        bulge_kept.append(_share(result & bulge, bulge))
+        bulge_tumor.append(_share(tumor & bulge, bulge))
         false_ml.append(elsewhere_ml)
-        components, n = ndimage.label(lesions)
-        found += int((np.unique(components[tumor & lesions]) > 0).sum())
+        found += hit
         total += n
     return {"lesion_dice": float(np.mean(dice)), "liver_dice": float(np.mean(liver_dice)),
             "kept_in_liver": float(np.mean(kept)), "bulge_kept": float(np.mean(bulge_kept)),
