@@ -19,12 +19,15 @@ def shared_case(name: str) -> tuple[Path, Path]:
     return img, SHARED_DATA / "ct" / f"{name}_label.nii.gz"
 
 
-def liver_block():
-    """A 40 x 100 x 100 grid of 1 mm voxels with a box-shaped liver (slices 2-37, rows and columns 5-94), its open
-    grid coordinates and ``ball(cz, cy, cx, r)`` for lesions: the scene of the analytic lesion-margin tests."""
-    zz, yy, xx = np.ogrid[:40, :100, :100]
-    liver = np.zeros((40, 100, 100), bool)
-    liver[2:38, 5:95, 5:95] = True
+def liver_block(outside: int = 5):
+    """A grid of 1 mm voxels, 40 slices of 90 + 2 x ``outside`` rows and columns, with a box-shaped liver (slices
+    2-37, rows and columns ``outside`` to ``outside`` + 89), its open grid coordinates and ``ball(cz, cy, cx, r)`` for
+    lesions: the scene of the analytic lesion-margin tests (a wider ``outside`` leaves room for what lies beyond the
+    liver)."""
+    n = 90 + 2 * outside
+    zz, yy, xx = np.ogrid[:40, :n, :n]
+    liver = np.zeros((40, n, n), bool)
+    liver[2:38, outside:outside + 90, outside:outside + 90] = True
 
     def ball(cz, cy, cx, r):
         return (zz - cz) ** 2 + (yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2

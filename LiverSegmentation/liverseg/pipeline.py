@@ -37,8 +37,9 @@ class SegmentationResult:
     warnings: list[str] = field(default_factory=list)
     roi_slices: tuple[int, int] = (0, 0)  # canonical slice range the fine pass ran on
     slices_run: int = 0  # network evaluations of a slice (coarse + fine)
-    # Regions to review: ones the network called tumor that a density rule reported otherwise, and darker liver
-    # right around a tumor (rule "margin"): rule, volume_ml, mean_hu, centre_ras
+    # Regions to review: ones the network called tumor that a density rule reported otherwise, darker liver right
+    # around a tumor (rule "margin") and tissue of a tumor's density outside the liver next to it (rule "beyond"):
+    # rule, volume_ml, mean_hu, centre_ras
     reclassified: list[dict] = field(default_factory=list)
 
 
@@ -55,15 +56,17 @@ def describe_region(region: dict) -> str:
 
 
 def review_warnings(regions: list[dict], shown: int = 5) -> list[str]:
-    """The regions to review, in at most two lines with where to find each one (largest first), so a reader can
-    check them: those the network called tumor and a density rule did not, and the tumors with darker liver right
-    around them (rule "margin"), which may be larger than segmented."""
+    """The regions to review, in at most three lines with where to find each one (largest first), so a reader can
+    check them: those the network called tumor and a density rule did not, the tumors with darker liver right around
+    them (rule "margin"), which may be larger than segmented, and those with tissue of their density continuing
+    outside the liver (rule "beyond"), which may extend beyond it."""
     def listed(group: list[dict], describe) -> str:
         more = f"; and {len(group) - shown} smaller" if len(group) > shown else ""
         return "; ".join(describe(r) for r in group[:shown]) + more
 
-    rules = [r for r in regions if r["rule"] != "margin"]
+    rules = [r for r in regions if r["rule"] not in ("margin", "beyond")]
     margins = [r for r in regions if r["rule"] == "margin"]
+    beyond = [r for r in regions if r["rule"] == "beyond"]
     lines = []
     if rules:
         lines.append(f"The network called {len(rules)} region(s) tumor that the density rules did not report as "
@@ -74,6 +77,11 @@ def review_warnings(regions: list[dict], shown: int = 5) -> list[str]:
                      f"right around them, left as liver, so the tumor volume may be too small. Review their margins: "
                      f"{listed(margins, _where)} (lesion margins, `--lesion-margins 10` on the command line, would "
                      "take such liver in).")
+    if beyond:
+        total = sum(r["volume_ml"] for r in beyond)
+        lines.append(f"{len(beyond)} tumor(s) may extend beyond the liver: {total:.1f} mL of tissue of their density "
+                     "continues outside the liver right next to them, left out of liver and tumor, so both volumes "
+                     f"may be too small. Review them: {listed(beyond, _where)}.")
     return lines
 
 

@@ -80,15 +80,27 @@ def test_density_rules_can_be_switched_off_one_by_one(tmp_path, ct_file, tiny_mo
 
 @pytest.mark.parametrize("switch, says", [("--no-postprocessing", "postprocessing switched off"),
                                           ("--no-tumor", "--no-tumor")])
-def test_lesion_margins_are_refused_where_they_would_be_ignored(tmp_path, ct_file, tiny_model_path, capsys,
-                                                                 postprocess_configs, switch, says):
-    """Postprocessing off skips every step and no tumor leaves nothing to grow: the option is refused before any work,
-    not silently dropped."""
+@pytest.mark.parametrize("option", [["--lesion-margins", "10"], ["--review-beyond"]])
+def test_tumor_postprocessing_options_are_refused_where_they_would_be_ignored(tmp_path, ct_file, tiny_model_path, capsys,
+                                                                              postprocess_configs, switch, says, option):
+    """Postprocessing off skips every step and no tumor leaves nothing to grow or to check: lesion margins and the
+    check for tissue beyond the liver are refused before any work, not silently dropped."""
     out = tmp_path / "seg.nii.gz"
-    code, _, err = run(capsys, "segment", ct_file, "-o", out, "--model", tiny_model_path, "-q", switch,
-                       "--lesion-margins", "10")
+    code, _, err = run(capsys, "segment", ct_file, "-o", out, "--model", tiny_model_path, "-q", switch, *option)
     assert code != 0 and says in err and "Drop one of the two" in err
     assert not out.exists() and not postprocess_configs
+
+
+def test_the_check_for_tissue_beyond_the_liver_is_opt_in(tmp_path, ct_file, tiny_model_path, capsys,
+                                                         postprocess_configs):
+    """Off by default (it failed its held-out check, README); `--review-beyond` switches it on at its distance."""
+    from liverseg.postprocess import BEYOND_REVIEW_MM
+
+    for extra, expected in (([], None), (["--review-beyond"], BEYOND_REVIEW_MM)):
+        code, _, err = run(capsys, "segment", ct_file, "-o", tmp_path / "seg.nii.gz", "--model", tiny_model_path,
+                           "-q", "--overwrite", *extra)
+        assert code == 0, err
+        assert postprocess_configs[-1].beyond_review_mm == expected
 
 
 def test_many_inputs_go_to_a_folder(tmp_path, ct_file, tiny_model_path, capsys):

@@ -183,8 +183,8 @@ def test_tumor_the_density_rules_overrode_is_named_with_its_ras_position(segment
 
 
 def test_regions_to_review_are_worded_in_one_line_per_kind():
-    """Density-rule regions and possible lesion margins are different findings: one line each, largest first,
-    none when there is nothing to review."""
+    """Density-rule regions, possible lesion margins and tissue beyond the liver are different findings: one line
+    each, largest first, none when there is nothing to review."""
     from liverseg.pipeline import review_warnings
 
     def region(rule, ml):
@@ -196,6 +196,8 @@ def test_regions_to_review_are_worded_in_one_line_per_kind():
     assert margins.index("27.0 mL at R 1, A 2, S 3 (mean 60 HU)") < margins.index("2.4 mL")
     (only,) = review_warnings([region("margin", 5.0)])
     assert only.startswith("1 tumor(s) may be larger")
+    rules, beyond = review_warnings([region("beyond", 4.0), region("cyst", 1.0)])
+    assert beyond.startswith("1 tumor(s) may extend beyond the liver: 4.0 mL of tissue") and "4.0 mL" not in rules
 
 
 def test_the_fine_pass_takes_the_liver_from_the_whole_slice_and_the_tumor_from_the_crop(tiny_model_path):

@@ -7,8 +7,8 @@ from scipy import ndimage
 
 from helpers import liver_block
 from liverseg import metrics
-from liverseg.postprocess import (PostprocessConfig, ellipsoid, fill_holes, keep_largest_component, postprocess,
-                                  remove_small_components, to_labelmap)
+from liverseg.postprocess import (BEYOND_REVIEW_MM, PostprocessConfig, ellipsoid, fill_holes, keep_largest_component,
+                                  postprocess, remove_small_components, tissue_beyond, to_labelmap)
 
 
 def test_keep_largest_component():
@@ -408,6 +408,38 @@ def test_a_tumor_segmented_too_small_is_reported_for_review_without_changing_the
     assert whole.reclassified == []
     grown = postprocess(liver, cores, spacing, replace(config, lesion_growth_mm=10.0), image_hu=image)
     assert grown.reclassified == [] and (grown.tumor & dark).sum() > 0.9 * dark.sum()
+
+
+def test_a_tumor_that_continues_outside_the_liver_is_reported_for_review_without_changing_the_result():
+    """A 50 HU lesion (radius 12 mm) centred on the liver's surface, of which the network called the half inside the
+    healthy outline tumor, gets one "beyond" region: about the lesion's half outside the liver, at its density, centred
+    on the lesion; the result is exactly that with the check off. Not reported: tissue of the same density that a 1 mm
+    fat plane separates from a tumor (a muscle beside the liver), a 3 mm sheet of it touching a tumor (the diaphragm,
+    a bowel wall), and tissue of the density of a "tumor" hardly darker than the liver (contrast under 20 HU). Off
+    by default."""
+    liver, (zz, yy, xx), ball = liver_block(outside=20)  # liver rows and columns 20-109
+    bulging, beside, under_sheet = ball(20, 45, 20, 12), ball(20, 80, 29, 9), ball(20, 29, 60, 9)
+    muscle = (zz >= 8) & (zz < 33) & (yy >= 65) & (yy < 96) & (xx >= 8) & (xx < 19)  # x = 19 is the fat plane
+    sheet = (zz >= 8) & (zz < 33) & (yy >= 17) & (yy < 20) & (xx >= 45) & (xx < 76)
+    faint = ball(20, 70, 109, 12)  # 100 HU in a 110 HU liver, with 100 HU tissue outside too
+    rng = np.random.default_rng(0)
+    image = np.where(liver, 110.0, -100.0) + rng.normal(0, 8, liver.shape)
+    image[bulging | beside | under_sheet | muscle | sheet] = 50 + rng.normal(0, 8, (bulging | beside | under_sheet | muscle | sheet).sum())
+    image[faint] = 100 + rng.normal(0, 1, faint.sum())  # smooth, so only the contrast (not the band) leaves it out
+    tumor = (bulging | beside | under_sheet | faint) & liver
+    config = PostprocessConfig(fill_liver_holes=False, liver_closing_mm=0, parenchyma_max_delta_hu=None,
+                               beyond_review_mm=BEYOND_REVIEW_MM)
+    out = postprocess(liver, tumor, (1.0, 1.0, 1.0), config, image_hu=image)
+    (review,) = [r for r in out.reclassified if r.rule == "beyond"]
+    found, _ = tissue_beyond(out.liver, out.tumor, image, (1.0, 1.0, 1.0), config)
+    assert not (found & ~bulging).any()  # the bulge's thick part (smoothing and the opening take its thin rim)
+    assert 0.4 < review.volume_ml / ((bulging & ~liver).sum() / 1000) <= 1.0
+    assert review.mean_hu == pytest.approx(50, abs=10)
+    assert review.centre == pytest.approx((20, 45, 20), abs=4)
+    unchecked = postprocess(liver, tumor, (1.0, 1.0, 1.0), replace(config, beyond_review_mm=None), image_hu=image)
+    assert PostprocessConfig().beyond_review_mm is None  # an option: it failed its held-out check (README)
+    assert [r for r in unchecked.reclassified if r.rule == "beyond"] == []
+    assert (unchecked.tumor == out.tumor).all() and (unchecked.liver == out.liver).all()
 
 
 def test_lesion_growth_does_not_take_back_a_cyst_the_water_rule_reported_as_liver():

@@ -98,7 +98,8 @@ def test_evaluate_segments_with_the_lesion_margins_it_is_given(tmp_path, tiny_mo
 
 
 def test_evaluate_switches_off_the_density_rules_it_is_told(tmp_path, tiny_model_path, phantom, postprocess_configs):
-    """`liverseg-train evaluate --without-rule water` measures the engine with that rule off, and says so."""
+    """`liverseg-train evaluate --without-rule water` measures the engine with that rule off, and says so; likewise
+    `--review-beyond` with the opt-in check on."""
     import json
 
     from liverseg_train.cli import main
@@ -109,14 +110,21 @@ def test_evaluate_switches_off_the_density_rules_it_is_told(tmp_path, tiny_model
     assert postprocess_configs and all(c.water_hu is None and c.fluid_hu is not None for c in postprocess_configs)
     assert json.loads((tmp_path / "rep" / "metrics.json").read_text())["without_rules"] == ["water"]
     assert "Postprocessing not the engine's default: without the water rule." in (tmp_path / "rep" / "report.md").read_text()
+    postprocess_configs.clear()
+    assert main(["evaluate", "--model", str(tiny_model_path), "--source", f"generic:{data}", "--device", "cpu",
+                 "--out", str(tmp_path / "beyond"), "--review-beyond"]) == 0
+    assert postprocess_configs and all(c.beyond_review_mm is not None and c.water_hu is not None
+                                       for c in postprocess_configs)
+    assert "with the check for tissue beyond the liver" in (tmp_path / "beyond" / "report.md").read_text()
 
 
 def test_evaluation_counts_the_regions_to_review_and_checks_margins_against_the_reference_tumor():
     """The report's "regions to review": per rule, regions and mL; for margins on a case with tumor labels, the share
-    of the darker liver around the tumors that is reference tumor (all of it here: the lesion's outer shell)."""
+    of the darker liver around the tumors that is reference tumor (all of it here: the lesion's outer shell); for
+    tissue beyond the liver, likewise the share of it that is reference tumor (none found where fat lies beyond)."""
     from types import SimpleNamespace
 
-    from liverseg.postprocess import PostprocessConfig
+    from liverseg.postprocess import BEYOND_REVIEW_MM, PostprocessConfig
     from liverseg_train.evaluate import _review_line, review_regions
 
     from helpers import liver_block
@@ -134,6 +142,19 @@ def test_evaluation_counts_the_regions_to_review_and_checks_margins_against_the_
     assert _review_line("a", review).startswith("- a: margin 1 / 3.7 mL (100 % reference tumor); cyst 2 / 0.8 mL")
     assert review_regions(SimpleNamespace(reclassified=regions, labelmap=labelmap), image, labelmap.clip(0, 1),
                           (1.0, 1.0, 1.0), PostprocessConfig())["margin"] == {"regions": 1, "ml": 3.7}
+    # A lesion that bulges out of the liver, called tumor inside it: the tissue beyond is reference tumor.
+    liver, _, ball = liver_block(outside=20)
+    lesion = ball(20, 45, 20, 12)
+    image = np.where(liver | lesion, np.where(lesion, 50.0, 110.0), -100.0) + np.random.default_rng(0).normal(0, 8, liver.shape)
+    labelmap = np.where(lesion & liver, 2, np.where(liver, 1, 0)).astype(np.uint8)
+    label = np.where(lesion, 2, np.where(liver, 1, 0)).astype(np.uint8)
+    beyond = review_regions(SimpleNamespace(reclassified=[{"rule": "beyond", "volume_ml": 2.0}], labelmap=labelmap),
+                            image, label, (1.0, 1.0, 1.0), PostprocessConfig(beyond_review_mm=BEYOND_REVIEW_MM))
+    assert beyond["beyond"]["in_reference_tumor"] == 1.0
+    fat = np.where(lesion & ~liver, -100.0, image)  # nothing of the lesion's density beyond the liver
+    assert review_regions(SimpleNamespace(reclassified=[{"rule": "beyond", "volume_ml": 2.0}], labelmap=labelmap),
+                          fat, label, (1.0, 1.0, 1.0), PostprocessConfig(beyond_review_mm=BEYOND_REVIEW_MM)
+                          )["beyond"]["in_reference_tumor"] is None
 
 
 def test_drawn_lesion_has_its_size_density_and_stays_in_the_liver():

@@ -144,7 +144,8 @@ def cmd_evaluate(args) -> int:
                              crop_margin_mm=args.crop_to_liver, tta_scales=tuple(args.tta),
                              lesion_sizes_mm=() if args.lesion_probe is None else tuple(args.lesion_probe) or PROBE_SIZES_MM,
                              lesion_places=args.lesion_places, lesion_draws=args.lesion_study, edge_draws=args.edge_study,
-                             lesion_growth_mm=args.lesion_margins, without=tuple(args.without_rule))
+                             lesion_growth_mm=args.lesion_margins, without=tuple(args.without_rule),
+                             review_beyond=args.review_beyond)
     print(f"liver Dice mean {summary['liver_dice_mean']:.4f} global {summary['liver_dice_global']:.4f}; report: {args.out}/report.md")
     return 0
 
@@ -256,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="test-time augmentation: also run at these in-plane pixel-size factors, e.g. --tta 0.9 1.1")
     ev.add_argument("--lesion-margins", type=non_negative_mm, default=0.0, metavar="MM",
                     help="segment with lesion margins of MM (as 'liverseg segment --lesion-margins'; default 0: off)")
+    ev.add_argument("--review-beyond", action="store_true",
+                    help="segment with the check for tissue beyond the liver on (as 'liverseg segment --review-beyond'); "
+                         "on tumor-labelled cases the report gives the share of it that is reference tumor")
     ev.add_argument("--without-rule", action="append", default=[], choices=list(DENSITY_RULES), metavar="RULE",
                     help="segment with this density rule switched off (repeatable; as 'liverseg segment "
                          "--without-rule'): water, fluid or parenchyma")

@@ -42,11 +42,13 @@ def crop_to_label(image, label: np.ndarray, margin_mm: float):
 def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Path, device: str = "auto",
                    tumor: bool = True, crop_margin_mm: float | None = None, tta_scales: tuple[float, ...] = (),
                    lesion_sizes_mm: tuple[float, ...] = (), lesion_places: int = 3, lesion_draws: int = 0,
-                   edge_draws: int = 0, lesion_growth_mm: float = 0.0, without: tuple[str, ...] = ()) -> dict:
+                   edge_draws: int = 0, lesion_growth_mm: float = 0.0, without: tuple[str, ...] = (),
+                   review_beyond: bool = False) -> dict:
     """Segment ``cases`` and write the report; ``without`` names density rules to switch off (see
-    ``liverseg.density_rules.DENSITY_RULES``), e.g. to measure what a rule costs the drawn lesions."""
+    ``liverseg.density_rules.DENSITY_RULES``), e.g. to measure what a rule costs the drawn lesions;
+    ``review_beyond`` switches on the opt-in check for tissue beyond the liver."""
     from liverseg.inference import InferenceOptions
-    from liverseg.postprocess import PostprocessConfig, without_rules
+    from liverseg.postprocess import BEYOND_REVIEW_MM, PostprocessConfig, without_rules
 
     if lesion_places < 1 or min(lesion_draws, edge_draws) < 0 or any(size <= 0 for size in lesion_sizes_mm):
         raise ValueError("Lesion measurements need sizes > 0 mm, at least 1 place per size and draw counts >= 0 "
@@ -55,7 +57,8 @@ def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Pa
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     segmenter = Segmenter(model, device, InferenceOptions(tta_scales=tuple(tta_scales)))
-    post = without_rules(PostprocessConfig(lesion_growth_mm=lesion_growth_mm), without)
+    post = without_rules(PostprocessConfig(lesion_growth_mm=lesion_growth_mm,
+                                           beyond_review_mm=BEYOND_REVIEW_MM if review_beyond else None), without)
     per_case = {}
     for case in cases:
         image, label = case.load()
@@ -93,7 +96,7 @@ def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Pa
                  f", tumor Dice {m['tumor']['dice']:.4f}" if "tumor" in m else "", seconds)
     summary = {"model": str(model), "model_warnings": segmenter.model_warnings, "cases": per_case,
                "crop_margin_mm": crop_margin_mm, "tta_scales": list(tta_scales), "without_rules": list(without),
-               "lesion_growth_mm": lesion_growth_mm,
+               "lesion_growth_mm": lesion_growth_mm, "review_beyond": review_beyond,
                "liver_dice_mean": float(np.mean([c["liver"]["dice"] for c in per_case.values()])),
                "liver_dice_global": global_dice(list(per_case.values()), "liver")}
     tumor_cases = [c for c in per_case.values() if "tumor" in c]
@@ -107,21 +110,23 @@ def evaluate_cases(model: str | Path, cases: list[CaseSource], out_dir: str | Pa
 
 
 def review_regions(result, image_hu: np.ndarray, label: np.ndarray, spacing, config) -> dict:
-    """The result's regions to review by rule: {rule: {"regions", "ml"}}; for "margin" on a case with a tumor label
-    also ``in_reference_tumor``, the share of the darker liver around the tumors that is reference tumor, which says
-    whether the check points at lesion (the same check on the result, :func:`liverseg.postprocess.darker_margins`)."""
+    """The result's regions to review by rule: {rule: {"regions", "ml"}}; for "margin" and "beyond" on a case with a
+    tumor label also ``in_reference_tumor``, the share of the region (darker liver around the tumors, tissue outside
+    the liver next to them) that is reference tumor, which says whether the check points at lesion (the same checks
+    on the result, :func:`liverseg.postprocess.darker_margins` and :func:`liverseg.postprocess.tissue_beyond`)."""
     from liverseg.labels import LIVER, TUMOR
-    from liverseg.postprocess import darker_margins
+    from liverseg.postprocess import darker_margins, tissue_beyond
 
     by_rule: dict[str, dict] = {}
     for region in result.reclassified:
         entry = by_rule.setdefault(region["rule"], {"regions": 0, "ml": 0.0})
         entry["regions"] += 1
         entry["ml"] += region["volume_ml"]
-    if "margin" in by_rule and (label == TUMOR).any():
-        margin, _ = darker_margins(result.labelmap >= LIVER, result.labelmap == TUMOR, image_hu.astype(np.float32),
-                                   spacing, config)
-        by_rule["margin"]["in_reference_tumor"] = float((label[margin] == TUMOR).mean()) if margin.any() else None
+    for rule, check in (("margin", darker_margins), ("beyond", tissue_beyond)):
+        if rule in by_rule and (label == TUMOR).any():
+            region, _ = check(result.labelmap >= LIVER, result.labelmap == TUMOR, image_hu.astype(np.float32),
+                              spacing, config)
+            by_rule[rule]["in_reference_tumor"] = float((label[region] == TUMOR).mean()) if region.any() else None
     return by_rule
 
 
@@ -142,7 +147,8 @@ def write_report(summary: dict, out_dir: Path) -> Path:
     lines = [f"# Evaluation of `{Path(summary['model']).name}`", ""]
     lines += [f"**Warning:** {w}\n" for w in summary.get("model_warnings", [])]
     changed = ([f"lesion margins {summary['lesion_growth_mm']:g} mm"] if summary.get("lesion_growth_mm") else []) + \
-        [f"without the {rule} rule" for rule in summary.get("without_rules", [])]
+        [f"without the {rule} rule" for rule in summary.get("without_rules", [])] + \
+        (["with the check for tissue beyond the liver"] if summary.get("review_beyond") else [])
     if changed:
         lines += [f"Postprocessing not the engine's default: {', '.join(changed)}.", ""]
     chart_at = len(lines)
