@@ -352,3 +352,32 @@ def test_five_slice_context_stacks_the_same_neighbours_in_training_and_inference
     inferred = [round(float(v) * 40) for v in torch.cat(seen)[20, :, 0, 0]]
     assert trained == inferred == [14, 17, 20, 23, 26]
     assert [round(float(v) * 40) for v in torch.cat(seen)[1, :, 0, 0]] == [0, 0, 1, 4, 7]  # clamped at the first slice
+
+
+def test_tumor_recall_weight_is_dice_at_one_half_and_makes_missed_tumor_cost_more():
+    """0.5 is the plain soft Dice + BCE of the 2.0.0 recipe (same value); 0.7 makes a prediction that misses a quarter
+    of the tumor cost clearly more than one that adds as much false tumor; outside (0, 1) it is refused."""
+    import torch.nn.functional as F
+
+    from liverseg_train.train import TrainConfig, dice_bce_loss
+
+    target = torch.zeros(2, 2, 16, 16)
+    target[:, 0, 2:14, 2:14] = 1
+    target[:, 1, 4:12, 4:12] = 1
+    logits = torch.randn(2, 2, 16, 16, generator=torch.Generator().manual_seed(0)) * 3
+    prob = torch.sigmoid(logits)
+    inter, denom = (prob * target).sum(dim=(0, 2, 3)), (prob + target).sum(dim=(0, 2, 3))
+    dice = F.binary_cross_entropy_with_logits(logits, target) + (1 - (2 * inter + 1) / (denom + 1)).mean()
+    assert dice_bce_loss(logits, target) == dice  # bit for bit: the 2.0.0 recipe's training is unchanged
+
+    def scored(tumor: torch.Tensor, weight: float) -> float:
+        logits = (target * 2 - 1) * 20
+        logits[:, 1] = (tumor * 2 - 1) * 20
+        return float(dice_bce_loss(logits, target, weight))
+    missing, extra = target[:, 1].clone(), target[:, 1].clone()
+    missing[:, 4:6, 4:12] = 0  # a quarter of the tumor missed
+    extra[:, 12:14, 4:12] = 1  # as much false tumor
+    gap = {w: scored(missing, w) - scored(extra, w) for w in (0.5, 0.7)}  # Dice itself favours the larger tumor a little
+    assert gap[0.7] > gap[0.5] + 0.03 and gap[0.5] > 0
+    with pytest.raises(ValueError, match="tumor_recall_weight"):
+        TrainConfig(tumor_recall_weight=1.0)

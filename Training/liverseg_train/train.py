@@ -80,6 +80,8 @@ class TrainConfig:
     # Exponential moving average of the weights (about the last 1 / (1 - ema_decay) steps): validated and saved
     # instead of the latest weights, which move from step to step. 0: off
     ema_decay: float = 0.0
+    # Weight of missed tumor in the tumor channel's overlap loss (Tversky; false tumor weighs 1 - this). 0.5: Dice
+    tumor_recall_weight: float = 0.5
     version: str = "0.1.0"
     # Fine-tuning (see finetune.py): start from this model file's weights instead of random ones, and mix in the
     # cases of a second prepared folder ("replay" of the original training distribution, so that a model tuned on a
@@ -87,6 +89,10 @@ class TrainConfig:
     init_from: str = ""
     replay_data: str = ""
     replay_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.tumor_recall_weight < 1.0:
+            raise ValueError(f"tumor_recall_weight must lie between 0 and 1 (0.5: Dice), not {self.tumor_recall_weight}.")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -302,15 +308,22 @@ def _reduce_dims(x: torch.Tensor) -> list[int]:
     return [0] + list(range(2, x.dim()))  # everything but the channel: works for 2D and 3D outputs
 
 
-def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Soft Dice (over the batch, per channel) + binary cross-entropy."""
+def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, tumor_recall_weight: float = 0.5) -> torch.Tensor:
+    """Soft Dice (over the batch, per channel) + binary cross-entropy; with ``tumor_recall_weight`` other than 0.5
+    the tumor channel's overlap is a Tversky index whose missed tumor weighs that much and false tumor the rest
+    (0.5 / 0.5 is Dice).
+
+    Why the option: the networks segment lesions too small with nearly binary probabilities, so no threshold trades
+    precision for recall; the loss can (Training/EXPERIMENTS.md, "Weighting missed tumor")."""
     bce = F.binary_cross_entropy_with_logits(logits, target)
     prob = torch.sigmoid(logits)
     dims = _reduce_dims(prob)
     inter = (prob * target).sum(dim=dims)
-    denom = prob.sum(dim=dims) + target.sum(dim=dims)
-    dice = (2 * inter + 1.0) / (denom + 1.0)
-    return bce + (1 - dice).mean()
+    # 2 TP + 2 w FN + 2 (1 - w) FP = 2 (1 - w) sum(prob) + 2 w sum(target): at w = 0.5 exactly Dice's denominator
+    weight = torch.tensor([0.5, tumor_recall_weight], dtype=prob.dtype, device=prob.device)
+    denom = 2 * (1 - weight) * prob.sum(dim=dims) + 2 * weight * target.sum(dim=dims)
+    overlap = (2 * inter + 1.0) / (denom + 1.0)
+    return bce + (1 - overlap).mean()
 
 
 # ---- validation ----------------------------------------------------------------------------------------------
@@ -550,7 +563,7 @@ def train(cfg: TrainConfig) -> Path:
             image, target = image.to(device, non_blocking=True), targets_from_label(label).to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=cfg.amp and device.type == "cuda"):
                 logits = model(image)
-            loss = dice_bce_loss(logits.float(), target)
+            loss = dice_bce_loss(logits.float(), target, cfg.tumor_recall_weight)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
