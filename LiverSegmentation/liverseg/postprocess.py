@@ -501,7 +501,7 @@ def tissue_beyond(liver: np.ndarray, tumor: np.ndarray, image_hu: np.ndarray, sp
     band; what reads inside it (muscle, an unenhanced bowel loop) can raise a false flag."""
     found, groups = np.zeros_like(tumor), np.zeros_like(tumor)
     parenchyma = liver & ~tumor
-    if parenchyma.sum() < 100 or not tumor.any():
+    if config.beyond_review_mm is None or parenchyma.sum() < 100 or not tumor.any():
         return found, groups
     parenchyma_hu = float(np.median(image_hu[parenchyma]))
     sigma = [config.lesion_growth_smoothing_mm / s for s in spacing]

@@ -438,6 +438,7 @@ def test_a_tumor_that_continues_outside_the_liver_is_reported_for_review_without
     assert review.centre == pytest.approx((20, 45, 20), abs=4)
     unchecked = postprocess(liver, tumor, (1.0, 1.0, 1.0), replace(config, beyond_review_mm=None), image_hu=image)
     assert PostprocessConfig().beyond_review_mm is None  # an option: it failed its held-out check (README)
+    assert not tissue_beyond(out.liver, out.tumor, image, (1.0, 1.0, 1.0), PostprocessConfig())[0].any()
     assert [r for r in unchecked.reclassified if r.rule == "beyond"] == []
     assert (unchecked.tumor == out.tumor).all() and (unchecked.liver == out.liver).all()
 
