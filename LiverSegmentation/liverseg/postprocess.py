@@ -243,6 +243,15 @@ def binary_opening_mm(mask: np.ndarray, spacing, radius_mm: float) -> np.ndarray
     return _morphology_mm(mask, spacing, radius_mm, ndimage.binary_opening)
 
 
+def _smoothed_within(image_hu: np.ndarray, region: np.ndarray, sigma) -> np.ndarray:
+    """``image_hu`` smoothed (Gaussian, ``sigma`` in voxels per axis) over ``region`` only, by normalised
+    convolution: what lies outside the region does not mix into its values near the boundary."""
+    weight = ndimage.gaussian_filter(region.astype(np.float32), sigma)
+    smooth = ndimage.gaussian_filter(np.where(region, image_hu, 0).astype(np.float32), sigma)
+    smooth /= np.maximum(weight, 1e-3)
+    return smooth
+
+
 def _interior_hu(component: np.ndarray, image_hu: np.ndarray) -> np.ndarray:
     """HU of a component's interior (in-plane erosion; the whole component when that leaves under 10 voxels): the
     border voxels mix in the surrounding tissue (partial volume), so density and homogeneity are judged inside."""
@@ -447,11 +456,9 @@ def grow_lesions(liver: np.ndarray, tumor: np.ndarray, image_hu: np.ndarray, spa
     out = tumor.copy()
     for sl, comp in _components(tumor, reach):
         inside = liver[sl]
-        # Smoothed over the liver only (normalised convolution): dark fat or lung beyond the capsule must not make
-        # the liver's own edge look like lesion.
-        weight = ndimage.gaussian_filter(inside.astype(np.float32), sigma)
-        smooth = ndimage.gaussian_filter(np.where(inside, image_hu[sl], 0).astype(np.float32), sigma)
-        smooth /= np.maximum(weight, 1e-3)
+        # Smoothed over the liver only: dark fat or lung beyond the capsule must not make the liver's own edge look
+        # like lesion.
+        smooth = _smoothed_within(image_hu[sl], inside, sigma)
         lesion_hu = float(np.median(smooth[comp]))
         if parenchyma_hu - lesion_hu < config.lesion_growth_min_contrast_hu:
             continue
@@ -516,10 +523,7 @@ def tissue_beyond(liver: np.ndarray, tumor: np.ndarray, image_hu: np.ndarray, sp
         if contrast < config.lesion_growth_min_contrast_hu:
             continue
         outside = ~liver[sl]
-        # Smoothed over the outside only (normalised convolution): the tumor's own density must not leak out.
-        weight = ndimage.gaussian_filter(outside.astype(np.float32), sigma)
-        smooth = ndimage.gaussian_filter(np.where(outside, image_hu[sl], 0).astype(np.float32), sigma)
-        smooth /= np.maximum(weight, 1e-3)
+        smooth = _smoothed_within(image_hu[sl], outside, sigma)  # the tumor's own density must not leak out
         near = ndimage.distance_transform_edt(~comp, sampling=spacing) <= config.beyond_review_mm
         alike = outside & near & (np.abs(smooth - lesion_hu) <= min(contrast / 2, config.beyond_band_hu))
         # Continuous with the tumor (no fat plane between), then only what is thicker than a sheet.
